@@ -1,0 +1,332 @@
+"""Image files in, image tensors out: the one place that defines image value ranges.
+
+Contract: an image tensor is float32, shaped (3, H, W) or (B, 3, H, W), with values in [-1, 1]
+(pixel value v in 0..255 maps to v / 127.5 - 1). Every other module converts through `to_tensor`
+and `to_pil` instead of doing its own arithmetic.
+
+Loading is strict: whatever is wrong with a file (missing, empty, a directory, unreadable, not an
+image, truncated, too large) becomes an `ImageLoadError` naming the file, the reason and what to
+do; no raw PIL or OS error escapes `open_rgb`. Any colour mode PIL opens (grayscale, palette,
+CMYK, 16-bit, float, with or without alpha) comes out as 8-bit RGB, upright per its EXIF
+orientation, with transparency composited over white.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import warnings
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
+
+logger = logging.getLogger(__name__)
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff")
+MAX_IMAGE_PIXELS = 89_478_485  # PIL's default decompression-bomb limit
+PathLike = str | os.PathLike
+
+_FIX_HINT = "Re-export the image or remove it from the folder."
+_ALPHA_MODES = ("RGBA", "RGBa", "LA", "La", "PA")
+
+
+class ImageLoadError(ValueError):
+    """A file could not be loaded as an image; `.path` names it, `.reason` says why."""
+
+    def __init__(self, path: PathLike, reason: str, hint: str = _FIX_HINT):
+        super().__init__(f"cannot read image '{path}': {reason}. {hint}")
+        self.path, self.reason, self.hint = Path(path), reason, hint
+
+    def __reduce__(self):  # keeps the error picklable across DataLoader workers
+        return type(self), (self.path, self.reason, self.hint)
+
+
+class NoImagesError(ValueError):
+    """No image files were found under the given paths; `.paths` names them."""
+
+    def __init__(self, paths: Sequence[PathLike]):
+        names = ", ".join(f"'{p}'" for p in paths)
+        super().__init__(
+            f"no images found in {names} (searched recursively for {' '.join(IMAGE_EXTENSIONS)}; "
+            "hidden files and folders are skipped). Add images there or point to another folder."
+        )
+        self.paths = [Path(p) for p in paths]
+
+    def __reduce__(self):
+        return type(self), (self.paths,)
+
+
+# ---------------------------------------------------------------------------------------------
+# Finding files
+
+
+def find_images(paths: PathLike | Sequence[PathLike]) -> list[Path]:
+    """List the image files named by `paths`.
+
+    Args:
+        paths: one path or a list of paths. A folder is searched recursively for files whose
+            suffix (any case) is in IMAGE_EXTENSIONS, skipping hidden files and folders, in sorted
+            order. A file is kept as given whatever its suffix, so a bad file the user named gets
+            a clear `ImageLoadError` when loaded instead of vanishing.
+    Returns:
+        The files, in argument order, duplicates removed.
+    Raises:
+        FileNotFoundError: a path does not exist.
+        NoImagesError: nothing was found.
+    """
+    paths = [paths] if isinstance(paths, (str, os.PathLike)) else list(paths)
+    found: list[Path] = []
+    for path in map(Path, paths):
+        if not path.exists():
+            raise FileNotFoundError(f"image path '{path}' does not exist. Check the spelling and directory.")
+        found += _search_folder(path) if path.is_dir() else [path]
+    if not found:
+        raise NoImagesError(paths)
+    return list(dict.fromkeys(found))
+
+
+def _search_folder(folder: Path) -> list[Path]:
+    found = []
+    for root, dirs, files in os.walk(folder):
+        dirs[:] = [d for d in dirs if not d.startswith(".")]  # prune: never descend into .git etc.
+        found += [Path(root, f) for f in files if _is_image_name(f)]
+    return sorted(found, key=lambda p: p.relative_to(folder).as_posix())
+
+
+def _is_image_name(name: str) -> bool:
+    return not name.startswith(".") and Path(name).suffix.lower() in IMAGE_EXTENSIONS
+
+
+# ---------------------------------------------------------------------------------------------
+# Opening files
+
+
+def open_rgb(path: PathLike, max_pixels: int | None = MAX_IMAGE_PIXELS) -> Image.Image:
+    """Open and fully decode an image file as upright 8-bit RGB.
+
+    Args:
+        path: the image file.
+        max_pixels: refuse images with more pixels than this, judged from the header before any
+            decoding (a guard against decompression bombs); None turns this check off. PIL's own
+            hard limit, 2 * PIL.Image.MAX_IMAGE_PIXELS, still applies.
+    Returns:
+        A loaded PIL image in mode "RGB".
+    Raises:
+        ImageLoadError: the file is missing, empty, a directory, unreadable, not an image,
+            truncated or corrupt, too large, or in a colour mode that cannot be converted.
+    """
+    path = Path(path)
+    with _pil_errors_as_load_errors(path):
+        _check_file(path)
+        with Image.open(path) as image:
+            _check_pixels(path, image, max_pixels)
+            with _strict_truncation():
+                image.load()
+            return _to_rgb8(_exif_upright(path, image))
+
+
+def _check_file(path: Path) -> None:
+    if not path.exists():
+        raise ImageLoadError(path, "file does not exist", "Check the path, or rescan the folder.")
+    if path.is_dir():
+        raise ImageLoadError(path, "it is a directory, not an image file", "Rename or remove it.")
+    if path.stat().st_size == 0:
+        raise ImageLoadError(path, "file is empty (0 bytes)", _FIX_HINT)
+
+
+@contextlib.contextmanager
+def _pil_errors_as_load_errors(path: Path) -> Iterator[None]:
+    """Translate whatever PIL or the OS raises while decoding into an ImageLoadError."""
+    with warnings.catch_warnings():
+        # Size is checked by _check_pixels against max_pixels; PIL's softer warning is redundant.
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        try:
+            yield
+        except ImageLoadError:
+            raise
+        except Image.DecompressionBombError as e:
+            raise ImageLoadError(path, f"image is too large ({e})", _too_large_hint()) from e
+        except PermissionError as e:
+            raise ImageLoadError(path, "permission denied", "Check the file's permissions.") from e
+        except UnidentifiedImageError as e:
+            raise ImageLoadError(path, "not a recognised image format", _FIX_HINT) from e
+        except OSError as e:
+            raise ImageLoadError(path, f"file is truncated or corrupt ({e})", _FIX_HINT) from e
+        except Exception as e:  # decoders for untrusted files raise anything: SyntaxError, struct.error...
+            raise ImageLoadError(path, f"cannot decode image ({type(e).__name__}: {e})", _FIX_HINT) from e
+
+
+def _too_large_hint() -> str:
+    return (
+        "This guards against decompression bombs; if you trust the file, pass a larger max_pixels= "
+        "(beyond 2 * PIL.Image.MAX_IMAGE_PIXELS, raise that too), or downscale the image."
+    )
+
+
+def _check_pixels(path: Path, image: Image.Image, max_pixels: int | None) -> None:
+    width, height = image.size
+    if max_pixels is not None and width * height > max_pixels:
+        reason = f"image is too large ({width}x{height} = {width * height} pixels > max_pixels={max_pixels})"
+        raise ImageLoadError(path, reason, _too_large_hint())
+
+
+@contextlib.contextmanager
+def _strict_truncation() -> Iterator[None]:
+    """Make PIL raise on truncated files even if another library set LOAD_TRUNCATED_IMAGES."""
+    if not ImageFile.LOAD_TRUNCATED_IMAGES:
+        yield
+        return
+    ImageFile.LOAD_TRUNCATED_IMAGES = False
+    try:
+        yield
+    finally:
+        ImageFile.LOAD_TRUNCATED_IMAGES = True
+
+
+def _exif_upright(path: Path, image: Image.Image) -> Image.Image:
+    try:
+        return ImageOps.exif_transpose(image)
+    except Exception as e:  # broken EXIF is common in photos; the pixels are still fine
+        logger.warning("ignoring unreadable EXIF orientation in '%s': %s", path, e)
+        return image
+
+
+# ---------------------------------------------------------------------------------------------
+# Colour modes
+
+
+def _to_rgb8(image: Image.Image) -> Image.Image:
+    if image.mode in ("I", "F") or image.mode.startswith("I;16"):
+        image = _to_l8(image)  # PIL's own convert() clips these to 255 instead of scaling
+    if image.mode in _ALPHA_MODES or "transparency" in image.info:
+        return _over_white(image.convert("RGBA"))
+    return image.convert("RGB")
+
+
+def _to_l8(image: Image.Image) -> Image.Image:
+    """Scale a 16-bit, 32-bit integer or float grayscale image to 8 bits."""
+    values = np.nan_to_num(np.asarray(image).astype(np.float64), nan=0.0, posinf=0.0, neginf=0.0)
+    low, high = (values.min(), values.max()) if values.size else (0.0, 0.0)
+    if image.mode == "F":  # floats are 0..1 or 0..255 by convention
+        scale = 255 if 0 <= low and high <= 1 else 1 if 0 <= low and high <= 255 else None
+    else:  # PIL holds 16-bit data (PNG, TIFF, PGM) as I;16* or I: 65535 -> 255
+        scale = 1 / 257 if 0 <= low and high <= 65535 else None
+    if scale is None:
+        logger.info("stretching %s image with values in [%g, %g] to 0..255", image.mode, low, high)
+        values, scale = values - low, 255 / max(high - low, 1e-12)
+    values = values * scale
+    return Image.fromarray(np.clip(np.round(values), 0, 255).astype(np.uint8), mode="L")
+
+
+def _over_white(image: Image.Image) -> Image.Image:
+    background = Image.new("RGBA", image.size, (255, 255, 255, 255))
+    return Image.alpha_composite(background, image).convert("RGB")
+
+
+# ---------------------------------------------------------------------------------------------
+# Tensors and transforms
+
+
+def to_tensor(image: Image.Image) -> torch.Tensor:
+    """Convert an RGB PIL image to a float32 tensor (3, H, W) in [-1, 1].
+
+    Raises:
+        ValueError: the image is not in mode "RGB" (use `open_rgb` to get one).
+    """
+    if image.mode != "RGB":
+        raise ValueError(f"to_tensor expects an RGB image, got mode {image.mode!r}; load it with open_rgb.")
+    pixels = torch.from_numpy(np.array(image, dtype=np.uint8))  # (H, W, 3)
+    return pixels.permute(2, 0, 1).to(torch.float32) / 127.5 - 1.0
+
+
+def to_pil(tensor: torch.Tensor) -> Image.Image | list[Image.Image]:
+    """Convert a tensor in [-1, 1] back to RGB image(s), clamping values outside the range.
+
+    Args:
+        tensor: (3, H, W) or (B, 3, H, W).
+    Returns:
+        One image for (3, H, W), a list of B images for (B, 3, H, W).
+    Raises:
+        ValueError: the tensor has another shape.
+    """
+    if tensor.ndim == 4 and tensor.shape[1] == 3:
+        return [_tensor_to_pil(t) for t in tensor]
+    if tensor.ndim == 3 and tensor.shape[0] == 3:
+        return _tensor_to_pil(tensor)
+    raise ValueError(f"to_pil expects a tensor shaped (3, H, W) or (B, 3, H, W), got {tuple(tensor.shape)}.")
+
+
+def _tensor_to_pil(tensor: torch.Tensor) -> Image.Image:
+    pixels = ((tensor.detach().float().cpu().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
+    return Image.fromarray(pixels.permute(1, 2, 0).numpy(), mode="RGB")
+
+
+def resize_center_crop(image: Image.Image, size: int) -> Image.Image:
+    """Resize the shorter side to `size` (bicubic, antialiased), then crop the centre size x size."""
+    _check_size(size)
+    width, height = image.size
+    scale = size / min(width, height)
+    new_w, new_h = max(size, round(width * scale)), max(size, round(height * scale))
+    image = image.resize((new_w, new_h), Image.Resampling.BICUBIC)
+    left, top = (new_w - size) // 2, (new_h - size) // 2
+    return image.crop((left, top, left + size, top + size))
+
+
+def _check_size(size: int) -> None:
+    if isinstance(size, bool) or not isinstance(size, int) or size < 1:
+        raise ValueError(f"image size must be a positive integer, got {size!r}.")
+
+
+def load_image(path: PathLike, size: int, max_pixels: int | None = MAX_IMAGE_PIXELS) -> torch.Tensor:
+    """Load an image file as a (3, size, size) tensor in [-1, 1]; raises ImageLoadError."""
+    return to_tensor(resize_center_crop(open_rgb(path, max_pixels), size))
+
+
+# ---------------------------------------------------------------------------------------------
+# Datasets
+
+
+class ImageFolder(torch.utils.data.Dataset):
+    """The images under one or more files/folders, as (3, size, size) tensors in [-1, 1].
+
+    `dataset[i]` raises ImageLoadError for a bad file; use `load_batch` to skip such files.
+    """
+
+    def __init__(
+        self, paths: PathLike | Sequence[PathLike], size: int, max_pixels: int | None = MAX_IMAGE_PIXELS
+    ):
+        _check_size(size)
+        self.paths = find_images(paths)
+        self.size, self.max_pixels = size, max_pixels
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, index: int) -> torch.Tensor:
+        return load_image(self.paths[index], self.size, self.max_pixels)
+
+
+def load_batch(
+    dataset: ImageFolder, indices: Sequence[int]
+) -> tuple[torch.Tensor, list[int], list[ImageLoadError]]:
+    """Load `dataset[i]` for each index, skipping files that fail.
+
+    Returns:
+        images: (B', 3, size, size) for the B' images that loaded, (0, 3, size, size) if none did.
+        loaded: the positions k (into `indices`) whose image loaded, in order.
+        errors: one ImageLoadError per skipped file, for the caller to report.
+    """
+    images, loaded, errors = [], [], []
+    for position, index in enumerate(indices):
+        try:
+            images.append(dataset[index])
+            loaded.append(position)
+        except ImageLoadError as e:
+            errors.append(e)
+    if not images:
+        return torch.empty(0, 3, dataset.size, dataset.size), loaded, errors
+    return torch.stack(images), loaded, errors
