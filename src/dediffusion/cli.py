@@ -1,0 +1,188 @@
+"""Command line: parse arguments and dispatch to library functions (`main(argv=None)`)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+
+logger = logging.getLogger("dediffusion")
+
+Formatter = argparse.ArgumentDefaultsHelpFormatter
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="dediffusion", description=__doc__, formatter_class=Formatter)
+    parser.add_argument("--verbose", "-v", action="store_true", help="debug logging")
+    commands = parser.add_subparsers(dest="command", required=True)
+    add_train(commands)
+    add_encode(commands)
+    add_reconstruct(commands)
+    return parser
+
+
+def add_model_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--model", required=True, help="De-Diffusion model folder (a run's final/ or a checkpoint)"
+    )
+    parser.add_argument(
+        "--decoder", default=None, help="decoder folder or hub id (default: the one the model records)"
+    )
+    parser.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda")
+    parser.add_argument("--batch-size", type=int, default=64, help="images per forward pass")
+
+
+def add_train(commands) -> None:
+    parser = commands.add_parser(
+        "train", help="train an encoder on a folder of images", formatter_class=Formatter
+    )
+    parser.add_argument("--preset", default=None, help="bundled preset name or YAML file")
+    parser.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="dotted config override, e.g. train.steps=200 (repeatable)",
+    )
+    parser.add_argument(
+        "--output-dir", required=True, help="run folder (config, metrics, checkpoints, final/)"
+    )
+    parser.add_argument("--resume", default=None, help="'latest' or a checkpoint folder")
+    parser.add_argument("--cpu", action="store_true", help="train on the CPU even if a GPU is present")
+    parser.set_defaults(handler=run_train)
+
+
+def add_encode(commands) -> None:
+    parser = commands.add_parser("encode", help="write the text for each image", formatter_class=Formatter)
+    parser.add_argument("paths", nargs="+", help="image files or folders (searched recursively)")
+    add_model_args(parser)
+    parser.add_argument("--output", "-o", default=None, help="output file (default: standard output)")
+    parser.add_argument(
+        "--format",
+        choices=("jsonl", "text"),
+        default="jsonl",
+        help='jsonl: {"path", "text", "tokens"} per line; text: one text per line',
+    )
+    parser.set_defaults(handler=run_encode)
+
+
+def add_reconstruct(commands) -> None:
+    parser = commands.add_parser("reconstruct", help="image -> text -> image grid", formatter_class=Formatter)
+    parser.add_argument("paths", nargs="+", help="image files or folders")
+    add_model_args(parser)
+    parser.add_argument("--output", "-o", default="reconstruction.png", help="grid PNG to write")
+    parser.add_argument("--max-images", type=int, default=16, help="at most this many images")
+    parser.add_argument("--guidance-scale", type=float, default=3.0, help="classifier-free guidance scale")
+    parser.add_argument("--num-inference-steps", type=int, default=50, help="denoising steps")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the first image's noise")
+    parser.set_defaults(handler=run_reconstruct)
+
+
+def run_train(args) -> int:
+    from .config import load_config
+    from .train.loop import train
+
+    config = load_config(args.preset, args.overrides)
+    final = train(config, args.output_dir, resume=args.resume, cpu=args.cpu)
+    logger.info("done: %s", final)
+    return 0
+
+
+def load_model(args):
+    from .models.decoder import TextToImageDecoder
+    from .models.dediffusion import DeDiffusion
+
+    decoder = TextToImageDecoder.from_pretrained(args.decoder) if args.decoder else None
+    return DeDiffusion.from_pretrained(args.model, decoder=decoder, device=args.device).eval()
+
+
+def iterate_batches(model, paths, batch_size: int, errors: list):
+    """Yield (paths, images) batches of readable images; unreadable ones are appended to `errors`."""
+    from .data.images import ImageFolder, load_batch
+
+    dataset = ImageFolder(paths, model.encoder.config.image_size)
+    for start in range(0, len(dataset), batch_size):
+        indices = list(range(start, min(start + batch_size, len(dataset))))
+        images, loaded, failed = load_batch(dataset, indices)
+        errors.extend(failed)
+        for error in failed:
+            logger.warning("skipped %s", error)
+        if loaded:
+            yield [dataset.paths[indices[k]] for k in loaded], images
+
+
+def run_encode(args) -> int:
+    model, errors, lines = load_model(args), [], []
+    for paths, images in iterate_batches(model, args.paths, args.batch_size, errors):
+        tokens = model.encode_tokens(images)
+        texts = model.decoder.decode_tokens(tokens)
+        for path, text, ids in zip(paths, texts, tokens.tolist()):
+            record = {"path": str(path), "text": text, "tokens": ids}
+            lines.append(json.dumps(record) if args.format == "jsonl" else text)
+    write_output(args.output, "".join(line + "\n" for line in lines))
+    return report(len(lines), errors)
+
+
+def run_reconstruct(args) -> int:
+    import torch
+
+    from .eval.grid import save_grid
+    from .models.dediffusion import sample_generators
+
+    model, errors = load_model(args), []
+    batches = list(iterate_batches(model, args.paths, args.max_images, errors))
+    if not batches:
+        return report(0, errors)
+    _, images = batches[0]
+    texts = model.encode(images)
+    generators = sample_generators(range(args.seed, args.seed + len(texts)), model.decoder.device)
+    with torch.no_grad():
+        recon = model.decoder.generate(texts, None, args.guidance_scale, args.num_inference_steps, generators)
+    save_grid(Path(args.output), images, texts, [recon], headers=["image", "text", "reconstruction"])
+    for text in texts:
+        print(text)
+    logger.info("wrote %s", args.output)
+    return report(len(texts), errors)
+
+
+def write_output(path: str | None, text: str) -> None:
+    from .train.checkpoint import atomic_write_bytes
+
+    if path is None:
+        sys.stdout.write(text)
+    else:
+        atomic_write_bytes(Path(path), text.encode())
+
+
+def report(done: int, errors: list) -> int:
+    """Summarise a batch job; exit status 1 when some inputs were skipped."""
+    if errors:
+        logger.error(
+            "processed %d images, skipped %d unreadable: %s",
+            done,
+            len(errors),
+            ", ".join(str(e.path) for e in errors),
+        )
+        return 1
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(message)s"
+    )
+    from .errors import USER_ERRORS
+
+    try:
+        return args.handler(args)
+    except USER_ERRORS as error:
+        logger.error("%s", error)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

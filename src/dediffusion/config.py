@@ -1,0 +1,199 @@
+"""Typed configuration: frozen dataclasses with defaults in code, YAML presets, dotted overrides.
+
+A `Config` says *what* to build and train (encoder, text bottleneck, decoder, training schedule).
+*How* to run it (device, output folder, resume) lives in CLI flags and function arguments.
+`load_config(preset, overrides)` merges a preset (a YAML file path or the name of a bundled preset)
+over the defaults, then dotted `key=value` overrides over that, and validates the result.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+PRESETS_DIR = Path(__file__).parent / "presets"
+
+
+class ConfigError(ValueError):
+    """A configuration value or override a user supplied is invalid."""
+
+
+@dataclass(frozen=True)
+class DecoderConfig:
+    """The frozen text-to-image model: a diffusers folder or hub id (tokenizer, text_encoder, unet,
+    optional vae, scheduler)."""
+
+    path: str = ""
+    dtype: str = "float32"  # frozen weights only; "bfloat16"/"float16" are for GPUs
+
+
+@dataclass(frozen=True)
+class EncoderConfig:
+    """Image backbone -> attentional pooler -> linear head over the decoder vocabulary."""
+
+    backbone: str = "efficientnet_lite0"  # or "conv" (small, trained from scratch)
+    pretrained_backbone: bool = True
+    freeze_backbone: bool = True
+    backbone_channels: tuple[int, ...] = (32, 64, 128)  # "conv" backbone only
+    image_size: int = 224  # the backbone sees images resized to this
+    num_tokens: int = 75
+    width: int = 256
+    depth: int = 2
+    num_heads: int = 4
+    mlp_ratio: float = 4.0
+
+
+@dataclass(frozen=True)
+class TokensConfig:
+    """The Gumbel-softmax text bottleneck and the vocabulary it may use."""
+
+    temperature_start: float = 2.0
+    temperature_end: float = 0.3
+    temperature_steps: int = 0  # 0: anneal over the whole run (train.steps)
+    straight_through: bool = False  # hard one-hot forward, soft gradient backward
+    exclude_punctuation: bool = True
+    allow: tuple[str, ...] = ()  # if set, only these tokens (as the tokenizer spells them) are allowed
+    deny: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    data: str = ""
+    steps: int = 1000
+    batch_size: int = 32  # global batch, split across processes
+    optimizer: str = "adamw"  # or "adafactor"
+    learning_rate: float = 3e-4
+    weight_decay: float = 0.01
+    warmup_steps: int = 100
+    max_grad_norm: float = 1.0
+    seed: int = 0
+    checkpoint_every: int = 500
+    keep_checkpoints: int = 3
+    log_every: int = 10
+    sample_every: int = 0  # 0: never write sample grids
+    num_samples: int = 4
+    mixed_precision: str = "no"  # "no", "bf16", "fp16" (GPU)
+    gradient_checkpointing: bool = False
+
+
+@dataclass(frozen=True)
+class Config:
+    decoder: DecoderConfig = field(default_factory=DecoderConfig)
+    encoder: EncoderConfig = field(default_factory=EncoderConfig)
+    tokens: TokensConfig = field(default_factory=TokensConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def from_dict(data: dict[str, Any], cls: type = Config) -> Any:
+    """Build a (nested) config dataclass from a plain dict, rejecting unknown keys."""
+    known = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - set(known))
+    if unknown:
+        raise ConfigError(f"unknown {cls.__name__} keys {unknown}; valid keys: {sorted(known)}")
+    values = {}
+    for name, value in data.items():
+        default = getattr(cls(), name)
+        if dataclasses.is_dataclass(default):
+            values[name] = from_dict(value or {}, type(default))
+        else:
+            values[name] = _coerce(value, default, f"{cls.__name__}.{name}")
+    return validate(cls(**values))
+
+
+def _coerce(value: Any, default: Any, name: str) -> Any:
+    if isinstance(default, tuple):
+        if isinstance(value, str):
+            value = [v for v in value.split(",") if v]
+        return tuple(type(default[0])(v) if default else v for v in value)
+    if isinstance(default, bool):
+        if isinstance(value, str):
+            if value.lower() not in ("true", "false", "1", "0", "yes", "no"):
+                raise ConfigError(f"{name} must be true or false, got {value!r}")
+            return value.lower() in ("true", "1", "yes")
+        return bool(value)
+    try:
+        return type(default)(value)
+    except (TypeError, ValueError) as error:
+        raise ConfigError(f"{name} must be {type(default).__name__}, got {value!r}") from error
+
+
+def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """Apply dotted `section.key=value` overrides (YAML-parsed values) to a nested dict."""
+    for item in overrides:
+        key, sep, raw = item.partition("=")
+        if not sep or "." not in key:
+            raise ConfigError(f"override {item!r} must look like section.key=value, e.g. train.steps=100")
+        section, _, name = key.partition(".")
+        data.setdefault(section, {})[name] = yaml.safe_load(raw) if raw else ""
+    return data
+
+
+def load_config(preset: str | None = None, overrides: list[str] | None = None) -> Config:
+    """Defaults <- preset (bundled name or YAML path) <- dotted overrides."""
+    data = read_preset(preset) if preset else {}
+    return from_dict(apply_overrides(data, list(overrides or [])))
+
+
+def read_preset(preset: str) -> dict[str, Any]:
+    path = Path(preset)
+    if not path.suffix:
+        path = PRESETS_DIR / f"{preset}.yaml"
+    if not path.is_file():
+        names = sorted(p.stem for p in PRESETS_DIR.glob("*.yaml"))
+        raise ConfigError(f"preset {preset!r} not found: give a YAML file or one of {names}")
+    return yaml.safe_load(path.read_text()) or {}
+
+
+def save_config(config: Config, path: Path) -> None:
+    path.write_text(yaml.safe_dump(_plain(config.to_dict()), sort_keys=False))
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value
+
+
+def validate(config: Any) -> Any:
+    """Check ranges a user can get wrong; return the config unchanged."""
+    checks = {
+        EncoderConfig: [
+            (lambda c: c.num_tokens >= 1, "num_tokens must be at least 1"),
+            (lambda c: c.width % c.num_heads == 0, "width must be divisible by num_heads"),
+            (
+                lambda c: c.backbone in ("efficientnet_lite0", "conv"),
+                "backbone must be efficientnet_lite0 or conv",
+            ),
+        ],
+        TokensConfig: [
+            (lambda c: c.temperature_start > 0 and c.temperature_end > 0, "temperatures must be positive"),
+        ],
+        TrainConfig: [
+            (lambda c: c.steps >= 1 and c.batch_size >= 1, "steps and batch_size must be at least 1"),
+            (lambda c: c.optimizer in ("adamw", "adafactor"), "optimizer must be adamw or adafactor"),
+            (
+                lambda c: c.mixed_precision in ("no", "bf16", "fp16"),
+                "mixed_precision must be no, bf16 or fp16",
+            ),
+            (lambda c: c.keep_checkpoints >= 1, "keep_checkpoints must be at least 1"),
+        ],
+        DecoderConfig: [
+            (
+                lambda c: c.dtype in ("float32", "bfloat16", "float16"),
+                "dtype must be float32, bfloat16 or float16",
+            ),
+        ],
+    }
+    for check, message in checks.get(type(config), []):
+        if not check(config):
+            raise ConfigError(f"{type(config).__name__}: {message} (got {config})")
+    return config

@@ -1,0 +1,17 @@
+"""The exceptions a user can cause; the CLI reports them as one clear line instead of a traceback."""
+
+from .config import ConfigError
+from .data.images import ImageLoadError, NoImagesError
+from .models.decoder import DecoderLoadError
+from .models.dediffusion import CheckpointMismatchError
+from .train.loop import NonFiniteLossError
+
+USER_ERRORS = (
+    ConfigError,
+    ImageLoadError,
+    NoImagesError,
+    DecoderLoadError,
+    CheckpointMismatchError,
+    NonFiniteLossError,
+    FileNotFoundError,
+)

@@ -1,0 +1,385 @@
+"""The frozen text-to-image decoder: one interface over diffusers pipelines shaped like Stable Diffusion.
+
+A decoder is a tokenizer, a text encoder (CLIP-style, or any transformers encoder), a
+`UNet2DConditionModel`, an optional VAE (latent diffusion) and a scheduler, stored as a diffusers
+pipeline folder (`model_index.json` + one subfolder per component) or a hub id. The same class
+serves Stable Diffusion 1.x/2.x and the project's own micro models, which are the same diffusers
+classes with small configs.
+
+Contract:
+- images are float (B, 3, H, W) in [-1, 1] at `resolution`;
+- `soft_text_embeddings(probs)` maps token probabilities (B, N, V) to the text encoder's hidden
+  states (B, T, D) for the token sequence [start, N tokens, end, pad...] exactly as the tokenizer
+  lays it out, so one-hot rows of real ids equal `text_encoder(input_ids)`;
+- `denoising_loss` is the loss the decoder was trained with (prediction type read from its
+  scheduler config), one timestep per sample, returning (B,);
+- every parameter is frozen; gradients flow *through* the decoder, never *into* it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import json
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+from torch import nn
+
+logger = logging.getLogger(__name__)
+
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+TOKEN_MARKERS = ("</w>", "Ġ", "▁", "##")
+
+
+class DecoderLoadError(ValueError):
+    """The decoder folder or hub id cannot be used."""
+
+
+class TextToImageDecoder(nn.Module):
+    """A frozen diffusers text-to-image model with a differentiable soft-token text path."""
+
+    def __init__(self, tokenizer, text_encoder, unet, scheduler, vae=None, source: str = ""):
+        super().__init__()
+        self.tokenizer = tokenizer
+        self.text_encoder = text_encoder
+        self.unet = unet
+        self.vae = vae
+        self.scheduler = scheduler
+        self.source = source
+        self.requires_grad_(False)
+        self.eval()
+
+    # ---- loading and saving -------------------------------------------------------------------
+
+    @classmethod
+    def from_pretrained(cls, path: str | Path, dtype: str | torch.dtype = "float32") -> TextToImageDecoder:
+        """Load a diffusers pipeline folder (or hub id) with the classes named in its model_index.json."""
+        from diffusers import DiffusionPipeline
+
+        try:
+            index = DiffusionPipeline.load_config(str(path))
+        except (OSError, ValueError) as error:
+            raise DecoderLoadError(
+                f"cannot load decoder '{path}': it must be a diffusers pipeline folder with model_index.json "
+                f"(or a hub id, which needs a network). Cause: {error}"
+            ) from error
+        parts = {
+            name: _load_component(path, name, index.get(name))
+            for name in ("tokenizer", "text_encoder", "unet")
+        }
+        parts["scheduler"] = _load_component(path, "scheduler", index.get("scheduler"))
+        parts["vae"] = _load_component(path, "vae", index.get("vae")) if _has(index, "vae") else None
+        decoder = cls(**parts, source=str(path))
+        return decoder.to(dtype=DTYPES[dtype] if isinstance(dtype, str) else dtype)
+
+    def save_pretrained(self, path: str | Path) -> None:
+        """Write a diffusers pipeline folder; with a VAE it loads as `StableDiffusionPipeline`."""
+        import diffusers
+
+        path = Path(path)
+        index = {"_class_name": "StableDiffusionPipeline", "_diffusers_version": diffusers.__version__}
+        for name in ("tokenizer", "text_encoder", "unet", "vae", "scheduler"):
+            part = getattr(self, name)
+            index[name] = [None, None] if part is None else [_library_of(part), type(part).__name__]
+            if part is not None:
+                part.save_pretrained(path / name)
+        index.update(
+            safety_checker=[None, None], feature_extractor=[None, None], requires_safety_checker=False
+        )
+        if self.vae is None:
+            index["_class_name"] = "DiffusionPipeline"  # pixel space: load the components one by one
+        (path / "model_index.json").write_text(json.dumps(index, indent=2))
+
+    def train(self, mode: bool = True) -> TextToImageDecoder:
+        """Frozen: always stays in eval mode (no dropout, fixed normalisation statistics)."""
+        return super().train(False)
+
+    # ---- facts about the decoder --------------------------------------------------------------
+
+    @property
+    def device(self) -> torch.device:
+        return self.unet.device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.unet.dtype
+
+    @property
+    def vocab_size(self) -> int:
+        return self.text_encoder.get_input_embeddings().weight.shape[0]
+
+    @property
+    def max_length(self) -> int:
+        """Text sequence length T the decoder was trained with (start + tokens + end + padding)."""
+        limit = getattr(self.text_encoder.config, "max_position_embeddings", 77)
+        return min(int(self.tokenizer.model_max_length), limit)
+
+    @property
+    def max_tokens(self) -> int:
+        """The most tokens the encoder may write: the text length less the start and end tokens."""
+        start, _, _ = self._special_ids()
+        return self.max_length - 1 - (start is not None)
+
+    @property
+    def vae_scale_factor(self) -> int:
+        return 2 ** (len(self.vae.config.block_out_channels) - 1) if self.vae is not None else 1
+
+    @property
+    def resolution(self) -> int:
+        """Image side in pixels the decoder generates and trains on."""
+        return int(self.unet.config.sample_size) * self.vae_scale_factor
+
+    @property
+    def latent_shape(self) -> tuple[int, int, int]:
+        size = int(self.unet.config.sample_size)
+        return (int(self.unet.config.in_channels), size, size)
+
+    @property
+    def prediction_type(self) -> str:
+        return self.scheduler.config.get("prediction_type", "epsilon")
+
+    def fingerprint(self) -> str:
+        """A hash of the vocabulary and text-embedding shape: a trained encoder only fits a decoder
+        with the same fingerprint."""
+        vocab = sorted(self.tokenizer.get_vocab().items())
+        payload = json.dumps([vocab, self.vocab_size, self.max_length]).encode()
+        return hashlib.sha256(payload).hexdigest()[:16]
+
+    # ---- text ---------------------------------------------------------------------------------
+
+    def token_strings(self) -> list[str]:
+        """The spelling of every id in the embedding table ('' for ids the tokenizer lacks)."""
+        table = {i: t for t, i in self.tokenizer.get_vocab().items()}
+        return [table.get(i, "") for i in range(self.vocab_size)]
+
+    def vocabulary_mask(
+        self, exclude_punctuation: bool = True, allow: Sequence[str] = (), deny: Sequence[str] = ()
+    ) -> torch.Tensor:
+        """Bool (V,): which tokens the encoder may write.
+
+        Special tokens are always excluded; tokens with no letter or digit are excluded when
+        `exclude_punctuation`; `allow` (if given) keeps only the listed words, `deny` removes words.
+        Words match a token with or without its word-boundary marker ('red' matches 'red</w>').
+        """
+        strings = self.token_strings()
+        bare = [_strip_markers(s) for s in strings]
+        mask = torch.tensor([bool(s) for s in strings])
+        mask[[i for i in self.tokenizer.all_special_ids if i < len(mask)]] = False
+        if exclude_punctuation:
+            mask &= torch.tensor([any(c.isalnum() for c in b) for b in bare])
+        for words, keep in ((allow, True), (deny, False)):
+            if not words:
+                continue
+            hits = torch.tensor([s in words or b in words for s, b in zip(strings, bare)])
+            missing = sorted(
+                set(words) - {s for s, h in zip(strings, hits) if h} - {b for b, h in zip(bare, hits) if h}
+            )
+            if missing:
+                raise ValueError(f"tokens {missing[:10]} are not in the decoder vocabulary ({self.source})")
+            mask = mask & hits if keep else mask & ~hits
+        if not mask.any():
+            raise ValueError("the vocabulary mask excludes every token: loosen tokens.allow/deny")
+        return mask
+
+    def _special_ids(self) -> tuple[int | None, int, int]:
+        tok = self.tokenizer
+        start = tok.bos_token_id if tok.bos_token_id is not None else tok.cls_token_id
+        end = tok.eos_token_id if tok.eos_token_id is not None else tok.sep_token_id
+        pad = tok.pad_token_id if tok.pad_token_id is not None else end
+        return start, end, pad
+
+    def template_ids(self, num_tokens: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Ids [start, pad x num_tokens, end, pad...] and the tokenizer's attention mask, both (T,).
+
+        The num_tokens placeholder positions start at index 1 (0 without a start token).
+        """
+        if num_tokens > self.max_tokens:
+            raise ValueError(
+                f"num_tokens={num_tokens} exceeds the decoder's limit of {self.max_tokens} tokens"
+            )
+        start, end, pad = self._special_ids()
+        ids = ([start] if start is not None else []) + [pad] * num_tokens + [end]
+        attention = [1] * len(ids) + [0] * (self.max_length - len(ids))
+        ids += [pad] * (self.max_length - len(ids))
+        return torch.tensor(ids, device=self.device), torch.tensor(attention, device=self.device)
+
+    def tokenize(self, texts: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Tokenizer ids and attention mask (B, T), padded/truncated to `max_length`."""
+        out = self.tokenizer(
+            list(texts),
+            padding="max_length",
+            max_length=self.max_length,
+            truncation=True,
+            return_tensors="pt",
+        )
+        return out.input_ids.to(self.device), out.attention_mask.to(self.device)
+
+    def encode_text(self, texts: Sequence[str]) -> torch.Tensor:
+        """Text-encoder hidden states (B, T, D) for plain strings, as the pipeline would compute them."""
+        ids, attention = self.tokenize(texts)
+        return self._run_text_encoder(ids, attention)
+
+    def soft_text_embeddings(self, probs: torch.Tensor) -> torch.Tensor:
+        """Hidden states (B, T, D) for token probabilities (B, N, V), differentiable in `probs`.
+
+        The rows multiply the frozen token-embedding table; the result replaces the embeddings of the
+        N placeholder positions of `template_ids(N)` (via a forward hook on the embedding layer, so
+        the text encoder's own forward - positions, masks, layers, final norm - runs unchanged).
+        """
+        batch, num_tokens, _ = probs.shape
+        table = self.text_encoder.get_input_embeddings()
+        soft = probs.to(table.weight.dtype) @ table.weight  # (B, N, D)
+        ids, attention = (t.expand(batch, -1) for t in self.template_ids(num_tokens))
+        offset = int(self._special_ids()[0] is not None)
+
+        def replace(module, inputs, output):  # output: (B, T, D)
+            return torch.cat(
+                [output[:, :offset], soft.to(output.dtype), output[:, offset + num_tokens :]], dim=1
+            )
+
+        handle = table.register_forward_hook(replace)
+        try:
+            return self._run_text_encoder(ids, attention)
+        finally:
+            handle.remove()
+
+    def _run_text_encoder(self, ids: torch.Tensor, attention: torch.Tensor) -> torch.Tensor:
+        # diffusers' Stable Diffusion pipelines pass the mask only when the config asks for it
+        use_mask = getattr(self.text_encoder.config, "use_attention_mask", False)
+        out = self.text_encoder(ids, attention_mask=attention if use_mask else None)
+        return out[0]
+
+    def decode_tokens(self, ids: torch.Tensor) -> list[str]:
+        """Token ids (B, N) -> strings, as the tokenizer spells them."""
+        return [self.tokenizer.decode(row.tolist(), skip_special_tokens=True).strip() for row in ids]
+
+    # ---- diffusion ------------------------------------------------------------------------------
+
+    @torch.no_grad()
+    def to_latents(
+        self, images: torch.Tensor, generators: Sequence[torch.Generator] | None = None
+    ) -> torch.Tensor:
+        """Images (B, 3, H, W) in [-1, 1] -> what the UNet denoises (B, C, h, w), fp32."""
+        images = images.to(self.device, self.dtype)
+        if self.vae is None:
+            return images.float()
+        dist = self.vae.encode(images).latent_dist
+        noise = per_sample_randn(dist.mean.shape[1:], generators, self.device) if generators else 0.0
+        latents = dist.mean.float() + dist.std.float() * noise
+        shift = getattr(self.vae.config, "shift_factor", None) or 0.0
+        return (latents - shift) * self.vae.config.scaling_factor
+
+    def from_latents(self, latents: torch.Tensor) -> torch.Tensor:
+        if self.vae is None:
+            return latents.clamp(-1, 1)
+        shift = getattr(self.vae.config, "shift_factor", None) or 0.0
+        latents = latents / self.vae.config.scaling_factor + shift
+        return self.vae.decode(latents.to(self.dtype)).sample.float().clamp(-1, 1)
+
+    def denoising_loss(
+        self,
+        images: torch.Tensor,
+        text_states: torch.Tensor,
+        generators: Sequence[torch.Generator] | None = None,
+        timesteps: torch.Tensor | None = None,
+        noise: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Per-sample denoising MSE (B,) of the decoder's own objective, conditioned on `text_states`.
+
+        Random timesteps/noise come from one generator per sample, unless given explicitly.
+        """
+        if generators is None and (timesteps is None or noise is None):
+            raise ValueError("denoising_loss needs per-sample generators, or both timesteps and noise")
+        latents = self.to_latents(images, generators)
+        if timesteps is None:
+            steps = self.scheduler.config.num_train_timesteps
+            timesteps = torch.cat(
+                [torch.randint(0, steps, (1,), generator=g, device=self.device) for g in generators]
+            )
+        if noise is None:
+            noise = per_sample_randn(latents.shape[1:], generators, self.device)
+        timesteps, noise = timesteps.to(self.device), noise.to(self.device, torch.float32)
+        noisy = self.scheduler.add_noise(latents, noise, timesteps)
+        prediction = self.unet(
+            noisy.to(self.dtype), timesteps, encoder_hidden_states=text_states.to(self.dtype)
+        )
+        target = self._target(latents, noise, timesteps)
+        return (prediction.sample.float() - target).pow(2).mean(dim=(1, 2, 3))
+
+    def _target(self, latents: torch.Tensor, noise: torch.Tensor, timesteps: torch.Tensor) -> torch.Tensor:
+        kind = self.prediction_type
+        if kind == "epsilon":
+            return noise
+        if kind == "v_prediction":
+            return self.scheduler.get_velocity(latents, noise, timesteps)
+        if kind == "sample":
+            return latents
+        raise ValueError(
+            f"unsupported prediction_type {kind!r} in the decoder's scheduler config ({self.source})"
+        )
+
+    @torch.no_grad()
+    def generate(
+        self,
+        prompts: Sequence[str] | None = None,
+        text_states: torch.Tensor | None = None,
+        guidance_scale: float = 7.5,
+        num_inference_steps: int = 50,
+        generators: Sequence[torch.Generator] | None = None,
+    ) -> torch.Tensor:
+        """Images (B, 3, H, W) in [-1, 1] from prompts (or precomputed text states) with
+        classifier-free guidance (the empty prompt is the unconditional branch) and DDIM sampling."""
+        from diffusers import DDIMScheduler
+
+        cond = self.encode_text(prompts) if text_states is None else text_states.to(self.device)
+        batch = cond.shape[0]
+        generators = generators or [torch.Generator(self.device).manual_seed(i) for i in range(batch)]
+        uncond = self.encode_text([""]).expand(batch, -1, -1)
+        scheduler = DDIMScheduler.from_config(self.scheduler.config)
+        scheduler.set_timesteps(num_inference_steps, device=self.device)
+        latents = per_sample_randn(self.latent_shape, generators, self.device) * scheduler.init_noise_sigma
+        guided = guidance_scale != 1.0
+        states = torch.cat([uncond, cond]) if guided else cond
+        for t in scheduler.timesteps:
+            model_in = torch.cat([latents, latents]) if guided else latents
+            model_in = scheduler.scale_model_input(model_in, t).to(self.dtype)
+            out = self.unet(model_in, t, encoder_hidden_states=states.to(self.dtype)).sample.float()
+            if guided:
+                out_uncond, out_cond = out.chunk(2)
+                out = out_uncond + guidance_scale * (out_cond - out_uncond)
+            latents = scheduler.step(out, t, latents).prev_sample
+        return self.from_latents(latents)
+
+
+def per_sample_randn(shape: Sequence[int], generators: Sequence[torch.Generator], device) -> torch.Tensor:
+    """Normal noise (B, *shape), row b drawn from generators[b]: independent of batch layout."""
+    return torch.stack([torch.randn(tuple(shape), generator=g, device=device) for g in generators])
+
+
+def _has(index: dict, name: str) -> bool:
+    entry = index.get(name)
+    return isinstance(entry, (list, tuple)) and entry[0] is not None
+
+
+def _load_component(path, name: str, entry):
+    if not (isinstance(entry, (list, tuple)) and entry[0]):
+        raise DecoderLoadError(f"decoder '{path}' has no {name} in its model_index.json")
+    library, class_name = entry
+    cls = getattr(importlib.import_module(library), class_name)
+    try:
+        return cls.from_pretrained(str(path), subfolder=name)
+    except (OSError, ValueError) as error:
+        raise DecoderLoadError(f"cannot load the {name} of decoder '{path}': {error}") from error
+
+
+def _library_of(obj) -> str:
+    return type(obj).__module__.split(".")[0]
+
+
+def _strip_markers(token: str) -> str:
+    for marker in TOKEN_MARKERS:
+        token = token.replace(marker, "")
+    return token

@@ -1,0 +1,186 @@
+"""De-Diffusion: a trainable image encoder writing text for a frozen text-to-image decoder.
+
+`DeDiffusion(config, decoder)` owns its loss: `forward(images, seeds, step)` returns a dict whose
+"loss" is the decoder's denoising loss conditioned on Gumbel-softmax tokens predicted from the
+images. Only `encoder` trains. `encode(images)` writes text (argmax tokens). A trained model is a
+folder: `config.yaml`, `model.safetensors` (encoder weights and vocabulary mask) and
+`decoder.json` (where the decoder was and the fingerprint of its vocabulary).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from ..config import Config, load_config, save_config
+from .decoder import TextToImageDecoder
+from .encoder import ImageEncoder
+from .quantize import gumbel_softmax, hard_tokens, sample_gumbel, temperature_at
+
+logger = logging.getLogger(__name__)
+
+WEIGHTS_NAME = "model.safetensors"
+CONFIG_NAME = "config.yaml"
+DECODER_NAME = "decoder.json"
+
+
+class CheckpointMismatchError(ValueError):
+    """A saved encoder does not fit the decoder (or the config) it is loaded with."""
+
+
+def sample_generators(
+    seeds: Sequence[int] | torch.Tensor, device: torch.device | str
+) -> list[torch.Generator]:
+    """One generator per sample, so each sample's randomness depends only on its own seed."""
+    return [torch.Generator(device=device).manual_seed(int(seed)) for seed in seeds]
+
+
+class DeDiffusion(nn.Module):
+    def __init__(self, config: Config, decoder: TextToImageDecoder, vocab_mask: torch.Tensor | None = None):
+        super().__init__()
+        if config.encoder.num_tokens > decoder.max_tokens:
+            raise ValueError(
+                f"encoder.num_tokens={config.encoder.num_tokens} exceeds what the decoder's text encoder "
+                f"takes ({decoder.max_tokens} tokens)"
+            )
+        self.config = config
+        self.decoder = decoder
+        self.encoder = ImageEncoder(config.encoder, decoder.vocab_size)
+        if vocab_mask is None:
+            tokens = config.tokens
+            vocab_mask = decoder.vocabulary_mask(tokens.exclude_punctuation, tokens.allow, tokens.deny)
+        self.register_buffer("vocab_mask", vocab_mask.bool(), persistent=False)
+
+    @property
+    def device(self) -> torch.device:
+        return self.vocab_mask.device
+
+    def temperature(self, step: int) -> float:
+        tokens = self.config.tokens
+        steps = tokens.temperature_steps or self.config.train.steps
+        return temperature_at(step, tokens.temperature_start, tokens.temperature_end, steps)
+
+    def logits(self, images: torch.Tensor) -> torch.Tensor:
+        """Masked token logits (B, N, V); excluded tokens are -inf."""
+        logits = self.encoder(images.to(self.device, torch.float32))
+        return logits.masked_fill(~self.vocab_mask, float("-inf"))
+
+    def forward(self, images: torch.Tensor, seeds: torch.Tensor, step: int = 0) -> dict[str, torch.Tensor]:
+        """Training loss for images (B, 3, H, W) in [-1, 1]; `seeds` (B,) fix each sample's noise."""
+        generators = sample_generators(seeds, self.device)
+        logits = self.logits(images)
+        temperature = self.temperature(step)
+        noise = sample_gumbel(tuple(logits.shape[1:]), generators, self.device)
+        probs = gumbel_softmax(logits, temperature, noise, self.config.tokens.straight_through)
+        per_sample = self.decoder.denoising_loss(images, self.decoder.soft_text_embeddings(probs), generators)
+        return {
+            "loss": per_sample.mean(),
+            "loss_per_sample": per_sample.detach(),
+            "temperature": torch.tensor(temperature),
+            "token_confidence": probs.detach().max(-1).values.mean(),
+        }
+
+    @torch.no_grad()
+    def encode_tokens(self, images: torch.Tensor) -> torch.Tensor:
+        """Argmax token ids (B, N)."""
+        return hard_tokens(self.logits(images))
+
+    @torch.no_grad()
+    def encode(self, images: torch.Tensor) -> list[str]:
+        """Images (B, 3, H, W) in [-1, 1] -> one text per image."""
+        return self.decoder.decode_tokens(self.encode_tokens(images))
+
+    @torch.no_grad()
+    def reconstruct(
+        self,
+        images: torch.Tensor,
+        guidance_scale: float = 3.0,
+        num_inference_steps: int = 50,
+        seeds: Sequence[int] | None = None,
+    ) -> tuple[list[str], torch.Tensor]:
+        """Encode images to text and regenerate them with the decoder from that text."""
+        texts = self.encode(images)
+        seeds = range(len(texts)) if seeds is None else seeds
+        generators = sample_generators(seeds, self.decoder.device)
+        return texts, self.decoder.generate(texts, None, guidance_scale, num_inference_steps, generators)
+
+    # ---- saving and loading ---------------------------------------------------------------------
+
+    def save_pretrained(self, path: str | Path) -> None:
+        """Write the encoder folder (atomically: a temporary folder renamed into place)."""
+        from ..train.checkpoint import atomic_folder
+
+        with atomic_folder(Path(path)) as tmp:
+            save_encoder_files(self, tmp)
+
+    @classmethod
+    def from_pretrained(
+        cls, path: str | Path, decoder: TextToImageDecoder | None = None, device: str | torch.device = "cpu"
+    ) -> DeDiffusion:
+        """Load an encoder folder; the decoder is loaded from the recorded location unless given.
+
+        Raises CheckpointMismatchError when the decoder's vocabulary differs from the one trained for.
+        """
+        from safetensors.torch import load_file
+
+        path = Path(path)
+        if not (path / WEIGHTS_NAME).is_file():
+            raise FileNotFoundError(f"'{path}' is not a De-Diffusion model folder (no {WEIGHTS_NAME})")
+        config = load_config(str(path / CONFIG_NAME))
+        record = json.loads((path / DECODER_NAME).read_text())
+        decoder = decoder or TextToImageDecoder.from_pretrained(resolve_decoder_path(path, record["path"]))
+        check_decoder(decoder, record, path)
+        state = load_file(str(path / WEIGHTS_NAME))
+        model = cls(config, decoder, vocab_mask=state.pop("vocab_mask"))
+        load_encoder_state(model.encoder, state, path)
+        return model.to(device)
+
+
+def save_encoder_files(model: DeDiffusion, folder: Path) -> None:
+    from safetensors.torch import save_file
+
+    state = {k: v.detach().cpu().contiguous() for k, v in model.encoder.state_dict().items()}
+    state["vocab_mask"] = model.vocab_mask.cpu()
+    save_file(state, str(folder / WEIGHTS_NAME))
+    save_config(model.config, folder / CONFIG_NAME)
+    record = {
+        "path": model.config.decoder.path or model.decoder.source,
+        "fingerprint": model.decoder.fingerprint(),
+        "vocab_size": model.decoder.vocab_size,
+        "resolution": model.decoder.resolution,
+    }
+    (folder / DECODER_NAME).write_text(json.dumps(record, indent=2))
+
+
+def resolve_decoder_path(model_path: Path, recorded: str) -> str:
+    """A relative decoder path is looked up beside the model folder first."""
+    beside = model_path / recorded
+    return str(beside) if not Path(recorded).is_absolute() and beside.exists() else recorded
+
+
+def check_decoder(decoder: TextToImageDecoder, record: dict, path: Path) -> None:
+    found = decoder.fingerprint()
+    if found != record["fingerprint"] or decoder.vocab_size != record["vocab_size"]:
+        raise CheckpointMismatchError(
+            f"the encoder in '{path}' was trained for decoder '{record['path']}' (vocabulary {record['fingerprint']}, "
+            f"{record['vocab_size']} tokens) but the decoder given has vocabulary {found} with "
+            f"{decoder.vocab_size} tokens. Load it with the decoder it was trained for, or train a new encoder."
+        )
+
+
+def load_encoder_state(encoder: ImageEncoder, state: dict[str, torch.Tensor], path: Path) -> None:
+    expected = encoder.state_dict()
+    missing = sorted(set(expected) - set(state))
+    unexpected = sorted(set(state) - set(expected))
+    wrong = sorted(k for k in set(expected) & set(state) if expected[k].shape != state[k].shape)
+    if missing or unexpected or wrong:
+        raise CheckpointMismatchError(
+            f"weights in '{path}' do not fit the encoder its config describes: missing {missing[:5]}, "
+            f"unexpected {unexpected[:5]}, wrong shape {wrong[:5]}. The folder is damaged or was edited."
+        )
+    encoder.load_state_dict(state)

@@ -1,0 +1,113 @@
+"""Micro text-to-image decoders: the diffusers/transformers classes of Stable Diffusion with small configs.
+
+`build_micro_decoder` returns an untrained `TextToImageDecoder` (CLIP tokenizer with a closed word
+vocabulary, `CLIPTextModel`, `UNet2DConditionModel`, optional `AutoencoderKL`, `DDPMScheduler`).
+Tests use it as a stand-in for Stable Diffusion; the bundled world pretrains it. Because the classes
+are the real ones, `save_pretrained`/`from_pretrained` and every code path are those of a full model.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from .decoder import TextToImageDecoder
+
+SPECIAL_TOKENS = {"bos": "<|startoftext|>", "eos": "<|endoftext|>", "pad": "<|pad|>"}
+
+
+def word_tokenizer(words: Sequence[str], max_length: int):
+    """A `CLIPTokenizer` whose vocabulary is the special tokens, `words` as whole tokens, and single
+    characters (so unknown words still tokenize). BPE merges spell each word left to right."""
+    from transformers import CLIPTokenizer
+
+    vocab = {token: i for i, token in enumerate(SPECIAL_TOKENS.values())}
+    merges = []
+    for word in dict.fromkeys(words):
+        pieces = list(word[:-1]) + [word[-1] + "</w>"]
+        current = pieces[0]
+        for piece in pieces[1:]:
+            merges.append((current, piece))
+            current += piece
+            vocab.setdefault(current, len(vocab))
+    for char in "abcdefghijklmnopqrstuvwxyz0123456789":
+        vocab.setdefault(char, len(vocab))
+        vocab.setdefault(char + "</w>", len(vocab))
+    return CLIPTokenizer(
+        vocab=vocab,
+        merges=list(dict.fromkeys(merges)),
+        bos_token=SPECIAL_TOKENS["bos"],
+        eos_token=SPECIAL_TOKENS["eos"],
+        pad_token=SPECIAL_TOKENS["pad"],
+        unk_token=SPECIAL_TOKENS["eos"],
+        model_max_length=max_length,
+    )
+
+
+def build_micro_decoder(
+    words: Sequence[str],
+    resolution: int = 16,
+    latent: bool = True,
+    prediction_type: str = "epsilon",
+    max_length: int = 16,
+    text_width: int = 32,
+    text_layers: int = 2,
+    unet_channels: tuple[int, ...] = (32, 64),
+    latent_channels: int = 4,
+    beta_schedule: str = "squaredcos_cap_v2",
+) -> TextToImageDecoder:
+    """An untrained micro decoder; `latent=True` adds a VAE that halves the resolution."""
+    from diffusers import DDPMScheduler, UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    tokenizer = word_tokenizer(words, max_length)
+    text_encoder = CLIPTextModel(
+        CLIPTextConfig(
+            vocab_size=len(tokenizer),
+            hidden_size=text_width,
+            intermediate_size=text_width * 4,
+            num_hidden_layers=text_layers,
+            num_attention_heads=max(text_width // 16, 1),
+            max_position_embeddings=max_length,
+            bos_token_id=tokenizer.bos_token_id,
+            eos_token_id=tokenizer.eos_token_id,
+            pad_token_id=tokenizer.pad_token_id,
+        )
+    )
+    vae = _micro_vae(latent_channels) if latent else None
+    channels = latent_channels if latent else 3
+    unet = UNet2DConditionModel(
+        sample_size=resolution // (2 if latent else 1),
+        in_channels=channels,
+        out_channels=channels,
+        block_out_channels=unet_channels,
+        down_block_types=("CrossAttnDownBlock2D",) + ("DownBlock2D",) * (len(unet_channels) - 1),
+        up_block_types=("UpBlock2D",) * (len(unet_channels) - 1) + ("CrossAttnUpBlock2D",),
+        layers_per_block=1,
+        cross_attention_dim=text_width,
+        attention_head_dim=8,
+        norm_num_groups=8,
+    )
+    scheduler = DDPMScheduler(
+        num_train_timesteps=1000,
+        beta_schedule=beta_schedule,
+        prediction_type=prediction_type,
+        clip_sample=False,
+        steps_offset=1,
+    )
+    return TextToImageDecoder(tokenizer, text_encoder, unet, scheduler, vae=vae, source="micro")
+
+
+def _micro_vae(latent_channels: int):
+    from diffusers import AutoencoderKL
+
+    return AutoencoderKL(
+        in_channels=3,
+        out_channels=3,
+        latent_channels=latent_channels,
+        block_out_channels=(16, 32),
+        down_block_types=("DownEncoderBlock2D",) * 2,
+        up_block_types=("UpDecoderBlock2D",) * 2,
+        layers_per_block=1,
+        norm_num_groups=8,
+        scaling_factor=1.0,
+    )

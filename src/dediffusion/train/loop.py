@@ -1,0 +1,222 @@
+"""Train a De-Diffusion encoder against a frozen decoder with Hugging Face Accelerate.
+
+`train(config, run_dir, resume=None)` runs `config.train.steps` steps of the model's own loss and
+returns the folder of the final encoder (`run_dir/final`). Under `accelerate launch` with N
+processes the global batch `train.batch_size` is split evenly across them (DDP averages gradients,
+so N processes follow one process up to floating-point summation order). The run folder holds
+`config.yaml`, `metrics.jsonl`, `checkpoints/step-*/` (the last `keep_checkpoints`), `samples/`
+and `bad_files.jsonl` when some images could not be read.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from ..config import Config, ConfigError, load_config, save_config
+from ..data.images import ImageFolder, load_batch
+from ..eval.grid import save_grid
+from ..models.decoder import TextToImageDecoder
+from ..models.dediffusion import DeDiffusion
+from .batches import items_for, seeds_for, step_positions
+from .checkpoint import atomic_write_bytes, list_checkpoints, load_checkpoint, resolve_resume, save_checkpoint
+from .optim import build_lr_scheduler, build_optimizer
+
+logger = logging.getLogger(__name__)
+
+
+class NonFiniteLossError(RuntimeError):
+    """The loss became NaN or infinite; training stopped before the bad update."""
+
+
+@dataclass
+class RunState:
+    step: int = 0
+    bad_files: set[str] = field(default_factory=set)
+    started: float = field(default_factory=time.perf_counter)
+    images_seen: int = 0
+
+
+def train(config: Config, run_dir: str | Path, resume: str | None = None, cpu: bool = False) -> Path:
+    """Train (or resume) the run in `run_dir`; return the final encoder folder."""
+    from accelerate import Accelerator
+
+    run_dir = Path(run_dir)
+    accelerator = Accelerator(mixed_precision=config.train.mixed_precision, cpu=cpu)
+    checkpoint = resolve_resume(run_dir, resume)
+    if accelerator.is_main_process:
+        prepare_run_dir(run_dir, config, resuming=checkpoint is not None)
+    model, optimizer, lr_scheduler = build_training(config, accelerator)
+    dataset = build_dataset(config, model.decoder.resolution)
+    state = RunState()
+    if checkpoint is not None:
+        state.step = load_checkpoint(checkpoint, model, optimizer, lr_scheduler)
+        logger.info("resumed from %s at step %d", checkpoint, state.step)
+        if accelerator.is_main_process:
+            trim_metrics(run_dir / "metrics.jsonl", state.step)
+    ddp_model, optimizer = accelerator.prepare(model, optimizer)
+    run_steps(ddp_model, model, optimizer, lr_scheduler, dataset, config, run_dir, accelerator, state)
+    final = run_dir / "final"
+    if accelerator.is_main_process:
+        model.save_pretrained(final)
+        logger.info("final encoder written to %s", final)
+    accelerator.wait_for_everyone()
+    accelerator.end_training()
+    return final
+
+
+def prepare_run_dir(run_dir: Path, config: Config, resuming: bool) -> None:
+    """Write config.yaml; a resumed run must use the config it was started with."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    saved = run_dir / "config.yaml"
+    if resuming and saved.is_file():
+        before = load_config(str(saved)).to_dict()
+        after = config.to_dict()
+        changed = [f"{s}.{k}" for s in after for k in after[s] if before[s][k] != after[s][k]]
+        if changed:
+            raise ConfigError(
+                f"cannot resume '{run_dir}' with a different config (changed: {changed}); "
+                "use the saved config.yaml or a new run folder"
+            )
+    elif not resuming and list_checkpoints(run_dir):
+        raise ConfigError(
+            f"'{run_dir}' already holds checkpoints: pass --resume latest, or pick a new folder"
+        )
+    save_config(config, saved)
+
+
+def build_dataset(config: Config, resolution: int) -> ImageFolder:
+    """Training images, resized and center-cropped to the decoder's resolution."""
+    if not config.train.data:
+        raise ConfigError("no training images: set train.data to a folder of images")
+    return ImageFolder(config.train.data, resolution)
+
+
+def trim_metrics(path: Path, step: int) -> None:
+    """Drop metric lines logged after the checkpoint a run resumes from (they will be logged again)."""
+    if path.is_file():
+        lines = [line for line in path.read_text().splitlines() if line and json.loads(line)["step"] <= step]
+        atomic_write_bytes(path, "".join(line + "\n" for line in lines).encode())
+
+
+def build_training(config: Config, accelerator):
+    decoder = TextToImageDecoder.from_pretrained(config.decoder.path, dtype=config.decoder.dtype)
+    if config.train.gradient_checkpointing:
+        decoder.unet.enable_gradient_checkpointing()
+    torch.manual_seed(config.train.seed)  # encoder initialisation
+    model = DeDiffusion(config, decoder).to(accelerator.device)
+    optimizer = build_optimizer(model.encoder.parameters(), config.train)
+    return model, optimizer, build_lr_scheduler(optimizer, config.train)
+
+
+def run_steps(
+    ddp_model, model, optimizer, lr_scheduler, dataset, config, run_dir, accelerator, state
+) -> None:
+    cfg = config.train
+    progress = progress_bar(cfg.steps, state.step, accelerator)
+    model.train()
+    while state.step < cfg.steps:
+        positions = step_positions(
+            state.step, cfg.batch_size, accelerator.process_index, accelerator.num_processes
+        )
+        items = items_for(positions, len(dataset), cfg.seed)
+        images, loaded, errors = load_batch(dataset, items)
+        report_bad_files(errors, state, run_dir, accelerator)
+        if not loaded:
+            raise RuntimeError(
+                f"no image of step {state.step} could be read; see {run_dir / 'bad_files.jsonl'}"
+            )
+        seeds = seeds_for(positions, cfg.seed)[loaded]
+        with accelerator.autocast():
+            out = ddp_model(images.to(accelerator.device), seeds, state.step)
+        check_finite(out["loss"], state.step, run_dir, accelerator)
+        accelerator.backward(out["loss"])
+        if cfg.max_grad_norm > 0:
+            accelerator.clip_grad_norm_(model.encoder.parameters(), cfg.max_grad_norm)
+        optimizer.step()
+        lr_scheduler.step()
+        optimizer.zero_grad(set_to_none=True)
+        state.step += 1
+        state.images_seen += cfg.batch_size
+        after_step(
+            model, optimizer, lr_scheduler, dataset, out, config, run_dir, accelerator, state, progress
+        )
+    progress.close()
+
+
+def after_step(
+    model, optimizer, lr_scheduler, dataset, out, config, run_dir, accelerator, state, progress
+) -> None:
+    cfg, step = config.train, state.step
+    progress.update(1)
+    if step % cfg.log_every == 0 or step == cfg.steps:
+        record = metrics_record(out, lr_scheduler, state, accelerator)
+        progress.set_postfix(loss=f"{record['loss']:.4f}", tau=f"{record['temperature']:.2f}")
+        if accelerator.is_main_process:
+            with open(run_dir / "metrics.jsonl", "a") as handle:
+                handle.write(json.dumps(record) + "\n")
+    if accelerator.is_main_process and (step % cfg.checkpoint_every == 0 or step == cfg.steps):
+        save_checkpoint(run_dir, step, model, optimizer, lr_scheduler, cfg.keep_checkpoints)
+    if accelerator.is_main_process and cfg.sample_every and step % cfg.sample_every == 0:
+        write_samples(model, dataset, cfg.num_samples, run_dir / "samples" / f"step-{step:08d}.png")
+    accelerator.wait_for_everyone()
+
+
+def metrics_record(out, lr_scheduler, state, accelerator) -> dict:
+    loss = accelerator.reduce(out["loss"].detach().float(), reduction="mean").item()
+    elapsed = time.perf_counter() - state.started
+    return {
+        "step": state.step,
+        "loss": loss,
+        "temperature": float(out["temperature"]),
+        "token_confidence": float(out["token_confidence"]),
+        "lr": lr_scheduler.get_last_lr()[0],
+        "images_per_s": state.images_seen / max(elapsed, 1e-9),
+        "time": time.time(),
+    }
+
+
+def check_finite(loss: torch.Tensor, step: int, run_dir: Path, accelerator) -> None:
+    """Stop before a NaN/inf loss updates the weights; the last checkpoint stays the last good one."""
+    finite = accelerator.reduce(torch.isfinite(loss.detach()).float().reshape(1), reduction="sum")
+    if finite.item() < accelerator.num_processes:
+        found = list_checkpoints(run_dir)
+        last = f"the last good checkpoint is {found[-1][1]}" if found else "no checkpoint was written yet"
+        raise NonFiniteLossError(
+            f"loss is {loss.item()} at step {step}: training stopped before the update; {last}. "
+            "Lower train.learning_rate or train.max_grad_norm (or check the images), then rerun with --resume latest."
+        )
+
+
+def report_bad_files(errors, state: RunState, run_dir: Path, accelerator) -> None:
+    for error in errors:
+        if str(error.path) in state.bad_files:
+            continue
+        state.bad_files.add(str(error.path))
+        logger.warning("skipping %s", error)
+        if accelerator.is_main_process:
+            with open(run_dir / "bad_files.jsonl", "a") as handle:
+                handle.write(json.dumps({"path": str(error.path), "error": str(error)}) + "\n")
+
+
+@torch.no_grad()
+def write_samples(model: DeDiffusion, dataset: ImageFolder, count: int, path: Path) -> None:
+    """A grid of the first `count` images | their text | the decoder's reconstruction."""
+    images, _, _ = load_batch(dataset, list(range(min(count, len(dataset)))))
+    model.eval()
+    texts, reconstructions = model.reconstruct(images.to(model.device), num_inference_steps=25)
+    model.train()
+    save_grid(path, images, texts, [reconstructions], headers=["image", "text", "reconstruction"])
+
+
+def progress_bar(total: int, initial: int, accelerator):
+    from tqdm.auto import tqdm
+
+    disable = not (accelerator.is_main_process and sys.stderr.isatty())
+    return tqdm(total=total, initial=initial, disable=disable, desc="train", unit="step")
