@@ -1,6 +1,6 @@
 """Micro text-to-image decoders: the diffusers/transformers classes of Stable Diffusion with small configs.
 
-`build_micro_decoder` returns an untrained `TextToImageDecoder` (CLIP tokenizer with a closed word
+`build_micro_decoder` returns an untrained `TextToImageDecoder` (a word-level tokenizer over a closed
 vocabulary, `CLIPTextModel`, `UNet2DConditionModel`, optional `AutoencoderKL`, `DDPMScheduler`).
 Tests use it as a stand-in for Stable Diffusion; the bundled world pretrains it. Because the classes
 are the real ones, `save_pretrained`/`from_pretrained` and every code path are those of a full model.
@@ -12,33 +12,32 @@ from collections.abc import Sequence
 
 from .decoder import TextToImageDecoder
 
-SPECIAL_TOKENS = {"bos": "<|startoftext|>", "eos": "<|endoftext|>", "pad": "<|pad|>"}
+SPECIAL_TOKENS = {"bos": "<|startoftext|>", "eos": "<|endoftext|>", "pad": "<|pad|>", "unk": "<|unk|>"}
 
 
 def word_tokenizer(words: Sequence[str], max_length: int):
-    """A `CLIPTokenizer` whose vocabulary is the special tokens, `words` as whole tokens, and single
-    characters (so unknown words still tokenize). BPE merges spell each word left to right."""
-    from transformers import CLIPTokenizer
+    """A word-level fast tokenizer: lowercase, split on whitespace and punctuation, one id per known
+    word (unknown words map to the unk token), and Stable Diffusion's layout [start, words, end, pad...]."""
+    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors
+    from transformers import PreTrainedTokenizerFast
 
     vocab = {token: i for i, token in enumerate(SPECIAL_TOKENS.values())}
-    merges = []
-    for word in dict.fromkeys(words):
-        pieces = list(word[:-1]) + [word[-1] + "</w>"]
-        current = pieces[0]
-        for piece in pieces[1:]:
-            merges.append((current, piece))
-            current += piece
-            vocab.setdefault(current, len(vocab))
-    for char in "abcdefghijklmnopqrstuvwxyz0123456789":
-        vocab.setdefault(char, len(vocab))
-        vocab.setdefault(char + "</w>", len(vocab))
-    return CLIPTokenizer(
-        vocab=vocab,
-        merges=list(dict.fromkeys(merges)),
-        bos_token=SPECIAL_TOKENS["bos"],
-        eos_token=SPECIAL_TOKENS["eos"],
+    for word in words:
+        vocab.setdefault(word, len(vocab))
+    core = Tokenizer(models.WordLevel(vocab, unk_token=SPECIAL_TOKENS["unk"]))
+    core.normalizer = normalizers.Lowercase()
+    core.pre_tokenizer = pre_tokenizers.Whitespace()
+    core.decoder = decoders.WordPiece(prefix="##", cleanup=False)
+    bos, eos = SPECIAL_TOKENS["bos"], SPECIAL_TOKENS["eos"]
+    core.post_processor = processors.TemplateProcessing(
+        single=f"{bos} $A {eos}", special_tokens=[(bos, vocab[bos]), (eos, vocab[eos])]
+    )
+    return PreTrainedTokenizerFast(
+        tokenizer_object=core,
+        bos_token=bos,
+        eos_token=eos,
         pad_token=SPECIAL_TOKENS["pad"],
-        unk_token=SPECIAL_TOKENS["eos"],
+        unk_token=SPECIAL_TOKENS["unk"],
         model_max_length=max_length,
     )
 

@@ -27,8 +27,8 @@ def sample_gumbel(
     """Standard Gumbel noise (B, *shape), row b drawn from `generators[b]`."""
     rows = []
     for generator in generators:
-        uniform = torch.rand(shape, generator=generator, device=device)
-        rows.append(-torch.log(-torch.log(uniform.clamp_min(1e-20)).clamp_min(1e-20)))
+        uniform = torch.rand(shape, generator=generator, device=device)  # [0, 1)
+        rows.append(-torch.log(-torch.log(uniform.clamp_min(torch.finfo(uniform.dtype).tiny))))
     return torch.stack(rows)
 
 

@@ -1,0 +1,109 @@
+"""Pretrain a micro text-to-image decoder on captioned images (before it is frozen for De-Diffusion).
+
+This is ordinary text-to-image diffusion training: the UNet and the text encoder learn the
+decoder's own denoising loss on (image, caption) pairs, with some empty captions so classifier-free
+guidance works. An optional VAE is trained first as an autoencoder (`pretrain_vae`). Batches come
+from a callable `sample(batch_size, step) -> (images (B, 3, H, W) in [-1, 1], captions)` so any
+data source (the bundled world, a folder with caption files) fits.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Callable, Sequence
+
+import torch
+
+from ..models.decoder import TextToImageDecoder
+from ..models.dediffusion import sample_generators
+
+logger = logging.getLogger(__name__)
+
+Sampler = Callable[[int, int], tuple[torch.Tensor, Sequence[str]]]
+
+
+def cosine_lr(optimizer: torch.optim.Optimizer, steps: int, warmup: int) -> torch.optim.lr_scheduler.LambdaLR:
+    def factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        return 0.5 * (1 + math.cos(math.pi * min((step - warmup) / max(steps - warmup, 1), 1.0)))
+
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+def pretrain_text_to_image(
+    decoder: TextToImageDecoder,
+    sample: Sampler,
+    steps: int,
+    batch_size: int = 64,
+    learning_rate: float = 1e-3,
+    seed: int = 0,
+    log_every: int = 100,
+) -> list[float]:
+    """Train `decoder.unet` and `decoder.text_encoder` in place; return the loss of every step.
+
+    The VAE (if any) stays as it is; the decoder is frozen again afterwards.
+    """
+    parts = [decoder.unet, decoder.text_encoder]
+    for part in parts:
+        part.requires_grad_(True)
+    params = [p for part in parts for p in part.parameters()]
+    optimizer = torch.optim.AdamW(params, lr=learning_rate, weight_decay=0.0)
+    schedule = cosine_lr(optimizer, steps, warmup=min(100, steps // 10 + 1))
+    losses = []
+    try:
+        for step in range(steps):
+            images, captions = sample(batch_size, step)
+            seeds = [(seed << 32) + step * batch_size + i for i in range(len(captions))]
+            states = decoder.encode_text(captions)
+            loss = decoder.denoising_loss(images, states, sample_generators(seeds, decoder.device)).mean()
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(params, 1.0)
+            optimizer.step()
+            schedule.step()
+            losses.append(loss.item())
+            if log_every and (step + 1) % log_every == 0:
+                logger.info("pretrain step %d/%d loss %.4f", step + 1, steps, sum(losses[-log_every:]) / log_every)
+    finally:
+        decoder.requires_grad_(False)
+    return losses
+
+
+def pretrain_vae(
+    decoder: TextToImageDecoder,
+    sample: Sampler,
+    steps: int,
+    batch_size: int = 64,
+    learning_rate: float = 1e-3,
+    kl_weight: float = 1e-6,
+    log_every: int = 100,
+) -> list[float]:
+    """Train the decoder's VAE as an autoencoder (L1 + a small KL term); set its scaling factor so
+    latents have unit variance, as Stable Diffusion does."""
+    vae = decoder.vae
+    vae.requires_grad_(True)
+    optimizer = torch.optim.AdamW(vae.parameters(), lr=learning_rate, weight_decay=0.0)
+    schedule = cosine_lr(optimizer, steps, warmup=min(100, steps // 10 + 1))
+    losses = []
+    try:
+        for step in range(steps):
+            images, _ = sample(batch_size, step)
+            dist = vae.encode(images).latent_dist
+            recon = vae.decode(dist.sample()).sample
+            loss = (recon - images).abs().mean() + kl_weight * dist.kl().mean()
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            schedule.step()
+            losses.append(loss.item())
+            if log_every and (step + 1) % log_every == 0:
+                logger.info("vae step %d/%d loss %.4f", step + 1, steps, sum(losses[-log_every:]) / log_every)
+        with torch.no_grad():
+            images, _ = sample(256, steps)
+            std = vae.encode(images).latent_dist.mean.std().item()
+        vae.register_to_config(scaling_factor=1.0 / std)
+    finally:
+        decoder.requires_grad_(False)
+    return losses

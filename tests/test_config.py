@@ -1,0 +1,45 @@
+import pytest
+
+from dediffusion.config import Config, ConfigError, load_config, save_config
+
+
+def test_defaults_follow_the_paper():
+    config = Config()
+    assert config.encoder.num_tokens == 75
+    assert (config.tokens.temperature_start, config.tokens.temperature_end) == (2.0, 0.3)
+    assert config.tokens.exclude_punctuation
+
+
+def test_preset_file_then_overrides(tmp_path):
+    preset = tmp_path / "p.yaml"
+    preset.write_text("train:\n  steps: 7\n  batch_size: 4\nencoder:\n  backbone: conv\n")
+    config = load_config(str(preset), ["train.steps=9", "tokens.deny=red,blue", "encoder.backbone_channels=[8,16]"])
+    assert (config.train.steps, config.train.batch_size, config.encoder.backbone) == (9, 4, "conv")
+    assert config.tokens.deny == ("red", "blue") and config.encoder.backbone_channels == (8, 16)
+
+
+def test_saved_config_loads_back_equal(tmp_path):
+    config = load_config(None, ["train.steps=3", "tokens.allow=[a,b]"])
+    save_config(config, tmp_path / "c.yaml")
+    assert load_config(str(tmp_path / "c.yaml")) == config
+
+
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("train.stepz=3", "unknown TrainConfig keys"),
+        ("train.steps=many", "TrainConfig.steps must be int"),
+        ("train.optimizer=sgd", "optimizer must be adamw or adafactor"),
+        ("encoder.width=30", "divisible by num_heads"),
+        ("steps=3", "section.key=value"),
+        ("tokens.straight_through=maybe", "true or false"),
+    ],
+)
+def test_bad_values_are_refused_with_a_clear_message(override, message):
+    with pytest.raises(ConfigError, match=message):
+        load_config(None, [override])
+
+
+def test_unknown_preset_lists_the_bundled_ones():
+    with pytest.raises(ConfigError, match="not found"):
+        load_config("no-such-preset")

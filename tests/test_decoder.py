@@ -1,0 +1,130 @@
+import json
+
+import pytest
+import torch
+import torch.nn.functional as F
+from conftest import VARIANT_IDS, VARIANTS, micro
+
+from dediffusion.models.decoder import DecoderLoadError, TextToImageDecoder
+from dediffusion.models.dediffusion import sample_generators
+
+
+@pytest.fixture(scope="module")
+def decoder():
+    return micro()
+
+
+@pytest.mark.parametrize("texts", [["red green blue yellow"], ["red", "dark light", ""]])
+def test_one_hot_rows_through_the_soft_path_equal_the_text_encoder(decoder, texts):
+    ids, _ = decoder.tokenize(texts)
+    for row, text in zip(ids, texts):
+        n = len(text.split())
+        probs = F.one_hot(row[1 : 1 + n], decoder.vocab_size).float()[None]
+        soft = decoder.soft_text_embeddings(probs)
+        reference = decoder.text_encoder(row[None])[0]
+        assert torch.allclose(soft, reference, atol=1e-5)
+
+
+def test_soft_path_matches_when_padding_is_the_end_token():
+    """Stable Diffusion 1.x pads with the end token; the layout must still match the tokenizer."""
+    decoder = micro()
+    decoder.tokenizer.pad_token = decoder.tokenizer.eos_token
+    ids, _ = decoder.tokenize(["blue red"])
+    probs = F.one_hot(ids[:, 1:3], decoder.vocab_size).float()
+    assert torch.allclose(decoder.soft_text_embeddings(probs), decoder.text_encoder(ids)[0], atol=1e-5)
+
+
+def test_soft_path_is_differentiable_in_the_probabilities(decoder):
+    probs = torch.softmax(torch.randn(2, 3, decoder.vocab_size), -1).requires_grad_()
+    decoder.soft_text_embeddings(probs).square().sum().backward()
+    assert probs.grad is not None and probs.grad.abs().sum() > 0
+    assert all(p.grad is None for p in decoder.parameters())
+
+
+def test_too_many_tokens_for_the_text_encoder_is_refused(decoder):
+    with pytest.raises(ValueError, match="exceeds the decoder's limit"):
+        decoder.template_ids(decoder.max_tokens + 1)
+
+
+def test_vocabulary_mask_excludes_specials_and_punctuation_and_honours_allow_deny(decoder):
+    strings = decoder.token_strings()
+    mask = decoder.vocabulary_mask()
+    for special in decoder.tokenizer.all_special_ids:
+        assert not mask[special]
+    assert mask[strings.index("red")]
+    allowed = decoder.vocabulary_mask(allow=["red", "blue"])
+    assert {strings[i] for i in allowed.nonzero().flatten().tolist()} == {"red", "blue"}
+    denied = decoder.vocabulary_mask(deny=["red"])
+    assert not denied[strings.index("red")] and denied.sum() == mask.sum() - 1
+    with pytest.raises(ValueError, match="not in the decoder vocabulary"):
+        decoder.vocabulary_mask(allow=["purple"])
+
+
+def test_punctuation_tokens_are_excluded_only_when_asked():
+    from dediffusion.models.micro import build_micro_decoder
+
+    decoder = build_micro_decoder(["red", "!", "..."], resolution=8, latent=False, max_length=8)
+    strings = decoder.token_strings()
+    bang = strings.index("!")
+    assert not decoder.vocabulary_mask()[bang]
+    assert decoder.vocabulary_mask(exclude_punctuation=False)[bang]
+
+
+@pytest.mark.parametrize("latent, prediction_type", VARIANTS, ids=VARIANT_IDS)
+def test_denoising_loss_uses_the_decoders_own_objective(latent, prediction_type):
+    decoder = micro(latent, prediction_type)
+    images = torch.rand(2, 3, decoder.resolution, decoder.resolution) * 2 - 1
+    states = decoder.encode_text(["red", "blue"])
+    timesteps, noise = torch.tensor([10, 900]), torch.randn(2, *decoder.latent_shape)
+    loss = decoder.denoising_loss(images, states, timesteps=timesteps, noise=noise)
+    latents = decoder.to_latents(images)
+    noisy = decoder.scheduler.add_noise(latents, noise, timesteps)
+    prediction = decoder.unet(noisy, timesteps, encoder_hidden_states=states).sample
+    alpha = decoder.scheduler.alphas_cumprod[timesteps].view(-1, 1, 1, 1)
+    target = noise if prediction_type == "epsilon" else alpha.sqrt() * noise - (1 - alpha).sqrt() * latents
+    assert torch.allclose(loss, (prediction - target).pow(2).mean(dim=(1, 2, 3)), atol=1e-6)
+
+
+def test_random_draws_are_per_sample_and_reproducible(decoder):
+    images = torch.rand(3, 3, 8, 8) * 2 - 1
+    states = decoder.encode_text(["red", "blue", "green"])
+    full = decoder.denoising_loss(images, states, sample_generators([5, 6, 7], "cpu"))
+    again = decoder.denoising_loss(images, states, sample_generators([5, 6, 7], "cpu"))
+    alone = decoder.denoising_loss(images[1:2], states[1:2], sample_generators([6], "cpu"))
+    assert torch.equal(full, again) and torch.allclose(full[1:2], alone, atol=1e-6)
+
+
+def test_generate_is_seeded_and_in_range(decoder):
+    def run(seed):
+        return decoder.generate(["red", "blue"], guidance_scale=3.0, num_inference_steps=4,
+                                generators=sample_generators([seed, seed + 1], "cpu"))
+
+    first, second, other = run(0), run(0), run(9)
+    assert first.shape == (2, 3, 8, 8) and first.min() >= -1 and first.max() <= 1
+    assert torch.equal(first, second) and not torch.equal(first, other)
+
+
+def test_save_and_load_round_trip_with_diffusers_own_loaders(tmp_path):
+    from diffusers import StableDiffusionPipeline, UNet2DConditionModel
+
+    decoder = micro(latent=True)
+    decoder.save_pretrained(tmp_path / "d")
+    loaded = TextToImageDecoder.from_pretrained(tmp_path / "d")
+    assert loaded.fingerprint() == decoder.fingerprint() and loaded.vae is not None
+    states = decoder.encode_text(["red green"])
+    assert torch.allclose(loaded.encode_text(["red green"]), states)
+    pipeline = StableDiffusionPipeline.from_pretrained(tmp_path / "d", safety_checker=None)
+    assert pipeline.unet.config.sample_size == 8
+    assert UNet2DConditionModel.from_pretrained(tmp_path / "d", subfolder="unet").config.in_channels == 4
+    assert json.loads((tmp_path / "d" / "model_index.json").read_text())["_class_name"] == "StableDiffusionPipeline"
+
+
+def test_loading_a_folder_that_is_not_a_pipeline_names_it(tmp_path):
+    with pytest.raises(DecoderLoadError, match="not-a-pipeline"):
+        TextToImageDecoder.from_pretrained(tmp_path / "not-a-pipeline")
+
+
+def test_decoder_stays_frozen_and_in_eval_mode(decoder):
+    decoder.train()
+    assert not decoder.training and not decoder.unet.training
+    assert not any(p.requires_grad for p in decoder.parameters())
