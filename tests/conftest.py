@@ -46,3 +46,46 @@ def micro_decoder_dir(tmp_path_factory):
     path = tmp_path_factory.mktemp("decoder") / "micro"
     micro().save_pretrained(path)
     return path
+
+
+TINY_ENCODER = [
+    "encoder.backbone=conv",
+    "encoder.backbone_channels=[8,16]",
+    "encoder.image_size=8",
+    "encoder.num_tokens=4",
+    "encoder.width=32",
+    "encoder.depth=1",
+    "encoder.num_heads=2",
+]
+
+
+def tiny_config(decoder_path="", data="", *overrides):
+    """A De-Diffusion config small enough to train in seconds on a CPU."""
+    from dediffusion.config import load_config
+
+    train = [
+        "train.steps=6",
+        "train.batch_size=4",
+        "train.checkpoint_every=2",
+        "train.keep_checkpoints=2",
+        "train.log_every=1",
+        "train.warmup_steps=1",
+        "train.learning_rate=0.003",
+    ]
+    return load_config(None, [f"decoder.path={decoder_path}", f"train.data={data}", *TINY_ENCODER, *train, *overrides])
+
+
+@pytest.fixture(scope="session")
+def quadrant_folder(tmp_path_factory):
+    """Eight 8x8 quadrant PNGs in nested folders."""
+    from quadrants import sample_quadrants
+
+    from dediffusion.data.images import to_pil
+
+    root = tmp_path_factory.mktemp("images")
+    images, _ = sample_quadrants(8, 8, torch.Generator().manual_seed(1), p_empty=0)
+    for i, image in enumerate(images):
+        folder = root / ("a" if i < 4 else "b/c")
+        folder.mkdir(parents=True, exist_ok=True)
+        to_pil(image).save(folder / f"{i}.png")
+    return root

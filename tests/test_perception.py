@@ -11,6 +11,7 @@ from dediffusion.world.perception import (
     IGNORE,
     PerceptionConfig,
     PerceptionModel,
+    augment,
     main,
     scene_targets,
     train_perception,
@@ -49,6 +50,14 @@ def test_targets_mark_objects_and_ignore_attributes_of_empty_cells():
     occupied = {obj.cell for obj in scene.objects}
     assert set(targets["occupied"][0].nonzero().flatten().tolist()) == occupied
     assert set((targets["shape"][0] != IGNORE).nonzero().flatten().tolist()) == occupied
+
+
+def test_augment_is_identity_when_off_and_stays_in_range():
+    images = render_batch(train_scenes(4))
+    generator = torch.Generator().manual_seed(0)
+    assert torch.equal(augment(images, 0.0, 0.0, generator), images)
+    noisy = augment(images, 0.5, 1.0, generator)
+    assert noisy.min() >= -1 and noisy.max() <= 1 and not torch.equal(noisy, images)
 
 
 def test_predict_returns_scene_dicts_and_needs_eval_mode():

@@ -20,6 +20,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_train(commands)
     add_encode(commands)
     add_reconstruct(commands)
+    add_world(commands)
     return parser
 
 
@@ -79,6 +80,27 @@ def add_reconstruct(commands) -> None:
     parser.add_argument("--num-inference-steps", type=int, default=50, help="denoising steps")
     parser.add_argument("--seed", type=int, default=0, help="seed of the first image's noise")
     parser.set_defaults(handler=run_reconstruct)
+
+
+def add_world(commands) -> None:
+    world = commands.add_parser("world", help="the bundled procedural world", formatter_class=Formatter)
+    actions = world.add_subparsers(dest="action", required=True)
+    sample = actions.add_parser("sample", help="write world images with their descriptions",
+                                formatter_class=Formatter)
+    sample.add_argument("out_dir", help="folder for the PNGs and descriptions.jsonl")
+    sample.add_argument("-n", "--num-images", type=int, default=16, help="how many images")
+    sample.add_argument("--split", choices=("train", "test"), default="train", help="which split")
+    sample.add_argument("--seed", type=int, default=None, help="training-split seed (default 0)")
+    sample.add_argument("--size", type=int, default=32, help="image side in pixels")
+    sample.set_defaults(handler=run_world_sample)
+
+
+def run_world_sample(args) -> int:
+    from .world import write_samples
+
+    paths = write_samples(args.num_images, args.out_dir, seed=args.seed, size=args.size, split=args.split)
+    logger.info("wrote %d images and descriptions.jsonl to %s", len(paths), args.out_dir)
+    return 0
 
 
 def run_train(args) -> int:

@@ -48,7 +48,8 @@ def train(config: Config, run_dir: str | Path, resume: str | None = None, cpu: b
     from accelerate import Accelerator
 
     run_dir = Path(run_dir)
-    accelerator = Accelerator(mixed_precision=config.train.mixed_precision, cpu=cpu)
+    # without CUDA, several processes (torchrun / accelerate launch) run as MULTI_CPU with gloo
+    accelerator = Accelerator(mixed_precision=config.train.mixed_precision, cpu=cpu or not torch.cuda.is_available())
     checkpoint = resolve_resume(run_dir, resume)
     if accelerator.is_main_process:
         prepare_run_dir(run_dir, config, resuming=checkpoint is not None)

@@ -1,0 +1,88 @@
+import json
+
+import pytest
+import torch
+from conftest import VARIANT_IDS, VARIANTS, micro, tiny_config
+
+from dediffusion.models.dediffusion import CheckpointMismatchError, DeDiffusion
+from dediffusion.models.micro import build_micro_decoder
+
+
+def train_a_few_steps(model, steps=3):
+    optimizer = torch.optim.AdamW([p for p in model.encoder.parameters() if p.requires_grad], lr=1e-2)
+    images = torch.rand(4, 3, model.decoder.resolution, model.decoder.resolution) * 2 - 1
+    for step in range(steps):
+        optimizer.zero_grad()
+        model(images, torch.arange(4) + 10 * step, step)["loss"].backward()
+        if step < steps - 1:
+            optimizer.step()
+
+
+@pytest.mark.parametrize("latent, prediction_type", VARIANTS, ids=VARIANT_IDS)
+def test_gradients_reach_every_encoder_parameter_and_never_the_decoder(latent, prediction_type):
+    decoder = micro(latent, prediction_type)
+    before = {k: v.clone() for k, v in decoder.state_dict().items()}
+    model = DeDiffusion(tiny_config(), decoder)
+    train_a_few_steps(model)
+    after = decoder.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before)
+    assert all(p.grad is None and not p.requires_grad for p in decoder.parameters())
+    trainable = [(n, p) for n, p in model.encoder.named_parameters() if p.requires_grad]
+    assert trainable and all(p.grad is not None and p.grad.abs().sum() > 0 for _, p in trainable), [
+        n for n, p in trainable if p.grad is None or p.grad.abs().sum() == 0
+    ]
+
+
+def test_forward_reports_loss_and_temperature_schedule():
+    model = DeDiffusion(tiny_config("", "", "train.steps=10"), micro())
+    images = torch.rand(2, 3, 8, 8) * 2 - 1
+    first, last = model(images, torch.tensor([1, 2]), 0), model(images, torch.tensor([1, 2]), 10)
+    assert first["loss"].ndim == 0 and first["loss_per_sample"].shape == (2,)
+    assert float(first["temperature"]) == pytest.approx(2.0) and float(last["temperature"]) == pytest.approx(0.3)
+
+
+def test_encode_writes_only_allowed_words():
+    model = DeDiffusion(tiny_config("", "", "tokens.deny=[dark,light]"), micro()).eval()
+    texts = model.encode(torch.rand(3, 3, 8, 8) * 2 - 1)
+    assert len(texts) == 3
+    assert all(len(t.split()) == 4 and set(t.split()) <= {"red", "green", "blue", "yellow"} for t in texts)
+
+
+def test_save_then_load_gives_the_same_texts(tmp_path, micro_decoder_dir):
+    from dediffusion.models.decoder import TextToImageDecoder
+
+    decoder = TextToImageDecoder.from_pretrained(micro_decoder_dir)
+    model = DeDiffusion(tiny_config(str(micro_decoder_dir)), decoder).eval()
+    train_a_few_steps(model)
+    model.save_pretrained(tmp_path / "m")
+    loaded = DeDiffusion.from_pretrained(tmp_path / "m").eval()  # decoder found from the recorded path
+    images = torch.rand(6, 3, 8, 8) * 2 - 1
+    assert loaded.encode(images) == model.encode(images)
+    assert torch.equal(loaded.logits(images), model.logits(images))
+    assert json.loads((tmp_path / "m" / "decoder.json").read_text())["fingerprint"] == decoder.fingerprint()
+
+
+def test_loading_against_another_vocabulary_is_refused(tmp_path):
+    model = DeDiffusion(tiny_config(), micro())
+    model.save_pretrained(tmp_path / "m")
+    other = build_micro_decoder(["cat", "dog", "bird", "fish"], resolution=8, latent=False, max_length=8,
+                                unet_channels=(16, 32))
+    with pytest.raises(CheckpointMismatchError, match="trained for decoder"):
+        DeDiffusion.from_pretrained(tmp_path / "m", decoder=other)
+
+
+def test_damaged_weights_are_refused(tmp_path):
+    from safetensors.torch import load_file, save_file
+
+    model = DeDiffusion(tiny_config(), micro())
+    model.save_pretrained(tmp_path / "m")
+    state = load_file(tmp_path / "m" / "model.safetensors")
+    state["head.weight"] = state["head.weight"][:, :3].contiguous()
+    save_file(state, tmp_path / "m" / "model.safetensors")
+    with pytest.raises(CheckpointMismatchError, match="damaged"):
+        DeDiffusion.from_pretrained(tmp_path / "m", decoder=micro())
+
+
+def test_more_tokens_than_the_text_encoder_takes_is_refused():
+    with pytest.raises(ValueError, match="exceeds"):
+        DeDiffusion(tiny_config("", "", "encoder.num_tokens=7"), micro())
