@@ -12,8 +12,10 @@ sys.path.insert(0, os.path.dirname(__file__))
 
 import pytest  # noqa: E402
 import torch  # noqa: E402
-
 from quadrants import WORDS  # noqa: E402
+
+# one thread: these models are tiny, and two OpenMP threads stall badly when the other core is busy
+torch.set_num_threads(1)
 
 
 @pytest.fixture(autouse=True)
@@ -72,7 +74,9 @@ def tiny_config(decoder_path="", data="", *overrides):
         "train.warmup_steps=1",
         "train.learning_rate=0.003",
     ]
-    return load_config(None, [f"decoder.path={decoder_path}", f"train.data={data}", *TINY_ENCODER, *train, *overrides])
+    return load_config(
+        None, [f"decoder.path={decoder_path}", f"train.data={data}", *TINY_ENCODER, *train, *overrides]
+    )
 
 
 @pytest.fixture(scope="session")

@@ -5,7 +5,12 @@ from __future__ import annotations
 
 import torch
 
-COLORS = {"red": (1.0, -1.0, -1.0), "green": (-1.0, 1.0, -1.0), "blue": (-1.0, -1.0, 1.0), "yellow": (1.0, 1.0, -1.0)}
+COLORS = {
+    "red": (1.0, -1.0, -1.0),
+    "green": (-1.0, 1.0, -1.0),
+    "blue": (-1.0, -1.0, 1.0),
+    "yellow": (1.0, 1.0, -1.0),
+}
 WORDS = list(COLORS) + ["dark", "light"]
 
 
@@ -15,7 +20,9 @@ def quadrant_image(names: list[str], size: int) -> torch.Tensor:
     image = torch.empty(3, size, size)
     for k, name in enumerate(names):
         row, col = divmod(k, 2)
-        image[:, row * half : (row + 1) * half, col * half : (col + 1) * half] = torch.tensor(COLORS[name])[:, None, None]
+        image[:, row * half : (row + 1) * half, col * half : (col + 1) * half] = torch.tensor(COLORS[name])[
+            :, None, None
+        ]
     return image
 
 

@@ -96,8 +96,12 @@ def test_random_draws_are_per_sample_and_reproducible(decoder):
 
 def test_generate_is_seeded_and_in_range(decoder):
     def run(seed):
-        return decoder.generate(["red", "blue"], guidance_scale=3.0, num_inference_steps=4,
-                                generators=sample_generators([seed, seed + 1], "cpu"))
+        return decoder.generate(
+            ["red", "blue"],
+            guidance_scale=3.0,
+            num_inference_steps=4,
+            generators=sample_generators([seed, seed + 1], "cpu"),
+        )
 
     first, second, other = run(0), run(0), run(9)
     assert first.shape == (2, 3, 8, 8) and first.min() >= -1 and first.max() <= 1
@@ -116,7 +120,10 @@ def test_save_and_load_round_trip_with_diffusers_own_loaders(tmp_path):
     pipeline = StableDiffusionPipeline.from_pretrained(tmp_path / "d", safety_checker=None)
     assert pipeline.unet.config.sample_size == 8
     assert UNet2DConditionModel.from_pretrained(tmp_path / "d", subfolder="unet").config.in_channels == 4
-    assert json.loads((tmp_path / "d" / "model_index.json").read_text())["_class_name"] == "StableDiffusionPipeline"
+    assert (
+        json.loads((tmp_path / "d" / "model_index.json").read_text())["_class_name"]
+        == "StableDiffusionPipeline"
+    )
 
 
 def test_loading_a_folder_that_is_not_a_pipeline_names_it(tmp_path):

@@ -38,7 +38,9 @@ def test_forward_reports_loss_and_temperature_schedule():
     images = torch.rand(2, 3, 8, 8) * 2 - 1
     first, last = model(images, torch.tensor([1, 2]), 0), model(images, torch.tensor([1, 2]), 10)
     assert first["loss"].ndim == 0 and first["loss_per_sample"].shape == (2,)
-    assert float(first["temperature"]) == pytest.approx(2.0) and float(last["temperature"]) == pytest.approx(0.3)
+    assert float(first["temperature"]) == pytest.approx(2.0) and float(last["temperature"]) == pytest.approx(
+        0.3
+    )
 
 
 def test_encode_writes_only_allowed_words():
@@ -65,8 +67,9 @@ def test_save_then_load_gives_the_same_texts(tmp_path, micro_decoder_dir):
 def test_loading_against_another_vocabulary_is_refused(tmp_path):
     model = DeDiffusion(tiny_config(), micro())
     model.save_pretrained(tmp_path / "m")
-    other = build_micro_decoder(["cat", "dog", "bird", "fish"], resolution=8, latent=False, max_length=8,
-                                unet_channels=(16, 32))
+    other = build_micro_decoder(
+        ["cat", "dog", "bird", "fish"], resolution=8, latent=False, max_length=8, unet_channels=(16, 32)
+    )
     with pytest.raises(CheckpointMismatchError, match="trained for decoder"):
         DeDiffusion.from_pretrained(tmp_path / "m", decoder=other)
 

@@ -85,8 +85,9 @@ def add_reconstruct(commands) -> None:
 def add_world(commands) -> None:
     world = commands.add_parser("world", help="the bundled procedural world", formatter_class=Formatter)
     actions = world.add_subparsers(dest="action", required=True)
-    sample = actions.add_parser("sample", help="write world images with their descriptions",
-                                formatter_class=Formatter)
+    sample = actions.add_parser(
+        "sample", help="write world images with their descriptions", formatter_class=Formatter
+    )
     sample.add_argument("out_dir", help="folder for the PNGs and descriptions.jsonl")
     sample.add_argument("-n", "--num-images", type=int, default=16, help="how many images")
     sample.add_argument("--split", choices=("train", "test"), default="train", help="which split")

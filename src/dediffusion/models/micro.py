@@ -53,8 +53,18 @@ def build_micro_decoder(
     unet_channels: tuple[int, ...] = (32, 64),
     latent_channels: int = 4,
     beta_schedule: str = "squaredcos_cap_v2",
+    vae_channels: tuple[int, ...] = (16, 32),
+    layers_per_block: int = 1,
+    attention_head_dim: int = 8,
+    cross_attention: tuple[bool, ...] | None = None,
+    text_heads: int | None = None,
 ) -> TextToImageDecoder:
-    """An untrained micro decoder; `latent=True` adds a VAE that halves the resolution."""
+    """An untrained micro decoder.
+
+    `latent=True` adds a VAE that divides the resolution by 2 ** (len(vae_channels) - 1).
+    `cross_attention[i]` says whether UNet level i (highest resolution first) attends to the text;
+    the default is the first level only. `text_heads` defaults to text_width // 16.
+    """
     from diffusers import DDPMScheduler, UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel
 
@@ -65,25 +75,30 @@ def build_micro_decoder(
             hidden_size=text_width,
             intermediate_size=text_width * 4,
             num_hidden_layers=text_layers,
-            num_attention_heads=max(text_width // 16, 1),
+            num_attention_heads=text_heads or max(text_width // 16, 1),
             max_position_embeddings=max_length,
             bos_token_id=tokenizer.bos_token_id,
             eos_token_id=tokenizer.eos_token_id,
             pad_token_id=tokenizer.pad_token_id,
         )
     )
-    vae = _micro_vae(latent_channels) if latent else None
+    vae = _micro_vae(latent_channels, vae_channels) if latent else None
     channels = latent_channels if latent else 3
+    attend = cross_attention or (True,) + (False,) * (len(unet_channels) - 1)
+    if len(attend) != len(unet_channels):
+        raise ValueError(
+            f"cross_attention needs one flag per UNet level ({len(unet_channels)}), got {attend}"
+        )
     unet = UNet2DConditionModel(
-        sample_size=resolution // (2 if latent else 1),
+        sample_size=resolution // (2 ** (len(vae_channels) - 1) if latent else 1),
         in_channels=channels,
         out_channels=channels,
         block_out_channels=unet_channels,
-        down_block_types=("CrossAttnDownBlock2D",) + ("DownBlock2D",) * (len(unet_channels) - 1),
-        up_block_types=("UpBlock2D",) * (len(unet_channels) - 1) + ("CrossAttnUpBlock2D",),
-        layers_per_block=1,
+        down_block_types=tuple("CrossAttnDownBlock2D" if a else "DownBlock2D" for a in attend),
+        up_block_types=tuple("CrossAttnUpBlock2D" if a else "UpBlock2D" for a in reversed(attend)),
+        layers_per_block=layers_per_block,
         cross_attention_dim=text_width,
-        attention_head_dim=8,
+        attention_head_dim=attention_head_dim,
         norm_num_groups=8,
     )
     scheduler = DDPMScheduler(
@@ -96,16 +111,16 @@ def build_micro_decoder(
     return TextToImageDecoder(tokenizer, text_encoder, unet, scheduler, vae=vae, source="micro")
 
 
-def _micro_vae(latent_channels: int):
+def _micro_vae(latent_channels: int, channels: tuple[int, ...] = (16, 32)):
     from diffusers import AutoencoderKL
 
     return AutoencoderKL(
         in_channels=3,
         out_channels=3,
         latent_channels=latent_channels,
-        block_out_channels=(16, 32),
-        down_block_types=("DownEncoderBlock2D",) * 2,
-        up_block_types=("UpDecoderBlock2D",) * 2,
+        block_out_channels=channels,
+        down_block_types=("DownEncoderBlock2D",) * len(channels),
+        up_block_types=("UpDecoderBlock2D",) * len(channels),
         layers_per_block=1,
         norm_num_groups=8,
         scaling_factor=1.0,

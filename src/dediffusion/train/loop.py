@@ -49,7 +49,9 @@ def train(config: Config, run_dir: str | Path, resume: str | None = None, cpu: b
 
     run_dir = Path(run_dir)
     # without CUDA, several processes (torchrun / accelerate launch) run as MULTI_CPU with gloo
-    accelerator = Accelerator(mixed_precision=config.train.mixed_precision, cpu=cpu or not torch.cuda.is_available())
+    accelerator = Accelerator(
+        mixed_precision=config.train.mixed_precision, cpu=cpu or not torch.cuda.is_available()
+    )
     checkpoint = resolve_resume(run_dir, resume)
     if accelerator.is_main_process:
         prepare_run_dir(run_dir, config, resuming=checkpoint is not None)

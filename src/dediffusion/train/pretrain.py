@@ -40,10 +40,13 @@ def pretrain_text_to_image(
     learning_rate: float = 1e-3,
     seed: int = 0,
     log_every: int = 100,
+    ema_decay: float = 0.0,
 ) -> list[float]:
     """Train `decoder.unet` and `decoder.text_encoder` in place; return the loss of every step.
 
-    The VAE (if any) stays as it is; the decoder is frozen again afterwards.
+    With `ema_decay > 0` the weights left in the decoder are an exponential moving average of the
+    trained ones (warmed up as min(ema_decay, (1 + step) / (10 + step))). The VAE (if any) stays as
+    it is; the decoder is frozen again afterwards.
     """
     parts = [decoder.unet, decoder.text_encoder]
     for part in parts:
@@ -51,6 +54,7 @@ def pretrain_text_to_image(
     params = [p for part in parts for p in part.parameters()]
     optimizer = torch.optim.AdamW(params, lr=learning_rate, weight_decay=0.0)
     schedule = cosine_lr(optimizer, steps, warmup=min(100, steps // 10 + 1))
+    ema = [p.detach().clone() for p in params] if ema_decay > 0 else None
     losses = []
     try:
         for step in range(steps):
@@ -63,12 +67,25 @@ def pretrain_text_to_image(
             torch.nn.utils.clip_grad_norm_(params, 1.0)
             optimizer.step()
             schedule.step()
+            if ema is not None:
+                _update_ema(ema, params, min(ema_decay, (1 + step) / (10 + step)))
             losses.append(loss.item())
             if log_every and (step + 1) % log_every == 0:
-                logger.info("pretrain step %d/%d loss %.4f", step + 1, steps, sum(losses[-log_every:]) / log_every)
+                logger.info(
+                    "pretrain step %d/%d loss %.4f", step + 1, steps, sum(losses[-log_every:]) / log_every
+                )
+        if ema is not None:
+            with torch.no_grad():
+                for param, average in zip(params, ema):
+                    param.copy_(average)
     finally:
         decoder.requires_grad_(False)
     return losses
+
+
+@torch.no_grad()
+def _update_ema(averages: list[torch.Tensor], params: list[torch.Tensor], decay: float) -> None:
+    torch._foreach_lerp_(averages, [p.detach() for p in params], 1.0 - decay)
 
 
 def pretrain_vae(

@@ -1,0 +1,230 @@
+"""Decoder A: the world's pretrained micro latent text-to-image model, and how well it draws scenes.
+
+Decoder A is `models.micro.build_micro_decoder` over the world ``VOCABULARY`` (word tokenizer,
+``CLIPTextModel``, ``UNet2DConditionModel``, ``AutoencoderKL``, ``DDPMScheduler``: the diffusers
+classes with small configs), trained in two stages on freshly rendered ``train_scenes`` (never the
+test split): the VAE as an autoencoder, then the UNet and text encoder on ``sample_caption``
+captions (random fact subsets, some full descriptions, some empty captions for classifier-free
+guidance). It is saved as a diffusers folder that ``StableDiffusionPipeline.from_pretrained`` loads,
+with ``training.json`` (command, steps, wall time, machine, date) beside it. The bundled copy lives
+in ``dediffusion/assets/decoder_a``; reproduce it with
+
+    python -m dediffusion.world.decoders --out src/dediffusion/assets/decoder_a --threads 2
+
+``evaluate_decoder`` generates from prompts of the first test scenes (full description, human caption
+or empty) with fixed seeds and scores the images with the world's perception model.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import logging
+import platform
+import sys
+import time
+from collections.abc import Callable, Sequence
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from dediffusion.world.render import render_batch
+from dediffusion.world.scene import Scene
+from dediffusion.world.split import train_scenes
+from dediffusion.world.text import VOCABULARY, describe, human_caption, sample_caption
+
+logger = logging.getLogger(__name__)
+
+RESOLUTION = 32
+# Architecture of decoder A (arguments of build_micro_decoder besides the vocabulary).
+DECODER_A_CONFIG: dict[str, Any] = {
+    "resolution": RESOLUTION,
+    "latent": True,
+    "prediction_type": "v_prediction",
+    "max_length": 32,
+    "text_width": 64,
+    "text_layers": 2,
+    "unet_channels": (48, 96),
+    "cross_attention": (True, True),
+    "latent_channels": 4,
+    "vae_channels": (16, 32, 64),
+}
+PROMPT_SOURCES: dict[str, Callable[[Scene], str]] = {
+    "description": describe,
+    "human": human_caption,
+    "empty": lambda scene: "",
+}
+
+
+def default_decoder_path() -> Path:
+    """Folder of the bundled decoder A inside the installed package."""
+    return Path(str(resources.files("dediffusion") / "assets" / "decoder_a"))
+
+
+def world_sampler(seed: int = 0, p_empty: float = 0.1, p_full: float = 0.4):
+    """`sample(batch_size, step) -> (images (B, 3, 32, 32) in [-1, 1], captions)` over fresh
+    training scenes: step k draws scenes k * batch_size ... of the training stream of `seed`."""
+
+    def sample(batch_size: int, step: int) -> tuple[torch.Tensor, list[str]]:
+        scenes = train_scenes(batch_size, seed=seed, start=step * batch_size)
+        rng = np.random.default_rng([seed, step])
+        captions = [sample_caption(scene, rng, p_empty=p_empty, p_full=p_full) for scene in scenes]
+        return render_batch(scenes, RESOLUTION), captions
+
+    return sample
+
+
+def pretrain_decoder_a(
+    out_dir: str | Path,
+    vae_steps: int = 1500,
+    steps: int = 6000,
+    batch_size: int = 64,
+    seed: int = 0,
+    learning_rate: float = 1e-3,
+    vae_learning_rate: float = 2e-3,
+    ema_decay: float = 0.999,
+    p_full: float = 0.4,
+    config: dict[str, Any] | None = None,
+    command: str = "",
+) -> Path:
+    """Build decoder A, train its VAE then its UNet + text encoder, save it atomically; return `out_dir`.
+
+    Args:
+        out_dir: the diffusers folder to write (replaced in one rename when training ends).
+        vae_steps, steps: optimiser steps of the two stages, each on `batch_size` fresh scenes.
+        seed: seeds the weights, the training scenes, the captions and the noise.
+        config: overrides of `DECODER_A_CONFIG` (architecture).
+        command: recorded in training.json (the command line that made it).
+    """
+    from dediffusion.models.micro import build_micro_decoder
+    from dediffusion.train.pretrain import pretrain_text_to_image, pretrain_vae
+
+    start = time.perf_counter()
+    torch.manual_seed(seed)
+    architecture = {**DECODER_A_CONFIG, **(config or {})}
+    decoder = build_micro_decoder(VOCABULARY, **architecture)
+    # the VAE sees another slice of the stream than the UNet; both only ever see training scenes
+    vae_losses = pretrain_vae(decoder, world_sampler(seed + 1), vae_steps, batch_size, vae_learning_rate)
+    losses = pretrain_text_to_image(
+        decoder,
+        world_sampler(seed, p_full=p_full),
+        steps,
+        batch_size,
+        learning_rate,
+        seed,
+        ema_decay=ema_decay,
+    )
+    settings = {
+        "vae_steps": vae_steps, "steps": steps, "batch_size": batch_size, "seed": seed,
+        "learning_rate": learning_rate, "vae_learning_rate": vae_learning_rate, "ema_decay": ema_decay,
+        "p_full": p_full, "architecture": architecture,
+    }  # fmt: skip
+    record = _training_record(command, settings, time.perf_counter() - start, vae_losses, losses)
+    return _save(decoder, Path(out_dir), record)
+
+
+def _training_record(command: str, settings: dict, seconds: float, vae_losses, losses) -> dict[str, Any]:
+    tail = max(len(losses) // 20, 1)
+    return {
+        "command": command,
+        "settings": settings,
+        "wall_time_s": round(seconds, 1),
+        "torch_threads": torch.get_num_threads(),
+        "final_vae_loss": float(np.mean(vae_losses[-tail:])) if vae_losses else None,
+        "final_loss": float(np.mean(losses[-tail:])) if losses else None,
+        "machine": f"{platform.machine()}, {platform.platform()}; torch {torch.__version__}",
+        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+    }
+
+
+def _save(decoder, out_dir: Path, record: dict[str, Any]) -> Path:
+    from dediffusion.train.checkpoint import atomic_folder
+
+    with atomic_folder(out_dir) as tmp:
+        decoder.save_pretrained(tmp)
+        (tmp / "training.json").write_text(json.dumps(record, indent=2) + "\n")
+    logger.info("saved decoder A to %s (%.0f s of training)", out_dir, record["wall_time_s"])
+    return out_dir
+
+
+def generate_for_scenes(
+    decoder,
+    scenes: Sequence[Scene],
+    prompts_from: str = "description",
+    guidance_scale: float = 3.0,
+    num_inference_steps: int = 25,
+    batch_size: int = 100,
+    seed: int = 0,
+) -> torch.Tensor:
+    """Images (N, 3, 32, 32) generated from prompts of `scenes`; image i uses seed `seed + i`."""
+    if prompts_from not in PROMPT_SOURCES:
+        raise ValueError(f"prompts_from must be one of {sorted(PROMPT_SOURCES)}, got {prompts_from!r}")
+    prompts = [PROMPT_SOURCES[prompts_from](scene) for scene in scenes]
+    chunks = []
+    for i in range(0, len(prompts), batch_size):
+        batch = prompts[i : i + batch_size]
+        generators = [torch.Generator(decoder.device).manual_seed(seed + i + k) for k in range(len(batch))]
+        chunks.append(decoder.generate(batch, None, guidance_scale, num_inference_steps, generators).cpu())
+    return torch.cat(chunks)
+
+
+def evaluate_decoder(
+    decoder_dir: str | Path | None = None,
+    prompts_from: str = "description",
+    n: int = 200,
+    guidance_scale: float = 3.0,
+    num_inference_steps: int = 25,
+    batch_size: int = 100,
+    seed: int = 0,
+) -> float:
+    """Scene accuracy of images generated from the first `n` test scenes' prompts (fixed seeds).
+
+    Args:
+        decoder_dir: a decoder folder; None is the bundled decoder A.
+        prompts_from: "description" (full description), "human" (human caption) or "empty".
+    Returns:
+        mean fact accuracy in [0, 1] of the perception model's reading against the true scenes.
+    """
+    from dediffusion.eval.scene_accuracy import scene_accuracy
+    from dediffusion.models.decoder import TextToImageDecoder
+    from dediffusion.world.perception import PerceptionModel
+    from dediffusion.world.split import test_scenes
+
+    decoder = TextToImageDecoder.from_pretrained(decoder_dir or default_decoder_path())
+    scenes = test_scenes(n)
+    images = generate_for_scenes(
+        decoder, scenes, prompts_from, guidance_scale, num_inference_steps, batch_size, seed
+    )
+    perception = PerceptionModel.load()
+    predictions = [p for chunk in images.split(256) for p in perception.predict(chunk)]
+    return scene_accuracy(scenes, predictions)
+
+
+def main(argv: Sequence[str] | None = None) -> Path:
+    """``python -m dediffusion.world.decoders --out DIR``: pretrain decoder A and save it."""
+    parser = argparse.ArgumentParser(prog="python -m dediffusion.world.decoders", description=__doc__)
+    parser.add_argument("--out", required=True, help="diffusers folder to write")
+    parser.add_argument("--vae-steps", type=int, default=1500)
+    parser.add_argument("--steps", type=int, default=6000)
+    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--lr", type=float, default=1e-3)
+    parser.add_argument("--ema-decay", type=float, default=0.999)
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    return pretrain_decoder_a(
+        args.out, args.vae_steps, args.steps, args.batch_size, args.seed, args.lr,
+        ema_decay=args.ema_decay, command=" ".join([parser.prog, *argv]),
+    )  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()
