@@ -56,9 +56,7 @@ PERTURBATIONS = {
     "gaussian noise, std 0.1": lambda x, g: (x + 0.1 * torch.randn(x.shape, generator=g)).clamp(-1, 1),
     "gaussian noise, std 0.2": lambda x, g: (x + 0.2 * torch.randn(x.shape, generator=g)).clamp(-1, 1),
     "3x3 box blur": lambda x, g: F.avg_pool2d(F.pad(x, (1, 1, 1, 1), mode="replicate"), 3, stride=1),
-    "down to 16 px and up": lambda x, g: F.interpolate(
-        F.interpolate(x, 16, mode="area"), 32, mode="bilinear"
-    ),
+    "down to 16 px and up": lambda x, g: F.interpolate(F.interpolate(x, 16, mode="area"), 32, mode="bilinear"),
 }
 
 
@@ -140,9 +138,7 @@ def main(argv: list[str] | None = None) -> dict:
     weights = args.weights or default_weights_path()
     record = {
         "benchmark": "perception_accuracy",
-        "command": " ".join(
-            ["python benchmarks/perception_accuracy.py", *(sys.argv[1:] if argv is None else argv)]
-        ),
+        "command": " ".join(["python benchmarks/perception_accuracy.py", *(sys.argv[1:] if argv is None else argv)]),
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "machine": machine(),
         "weights": {

@@ -74,9 +74,7 @@ def tiny_config(decoder_path="", data="", *overrides):
         "train.warmup_steps=1",
         "train.learning_rate=0.003",
     ]
-    return load_config(
-        None, [f"decoder.path={decoder_path}", f"train.data={data}", *TINY_ENCODER, *train, *overrides]
-    )
+    return load_config(None, [f"decoder.path={decoder_path}", f"train.data={data}", *TINY_ENCODER, *train, *overrides])
 
 
 @pytest.fixture(scope="session")

@@ -26,10 +26,7 @@ def test_every_subcommand_has_help_with_defaults(command, capsys):
 
 def test_encode_writes_jsonl_with_path_text_and_tokens(model_dir, quadrant_folder, tmp_path):
     out = tmp_path / "texts.jsonl"
-    assert (
-        main(["encode", str(quadrant_folder), "--model", str(model_dir), "-o", str(out), "--batch-size", "3"])
-        == 0
-    )
+    assert main(["encode", str(quadrant_folder), "--model", str(model_dir), "-o", str(out), "--batch-size", "3"]) == 0
     records = [json.loads(line) for line in out.read_text().splitlines()]
     assert len(records) == 8 and {"path", "text", "tokens"} <= set(records[0])
     model = DeDiffusion.from_pretrained(model_dir).eval()
@@ -41,9 +38,7 @@ def test_encode_plain_text_to_stdout(model_dir, quadrant_folder, capsys):
     assert len(capsys.readouterr().out.strip().splitlines()) == 4
 
 
-def test_encode_skips_bad_files_reports_them_and_finishes_the_rest(
-    model_dir, quadrant_folder, tmp_path, caplog
-):
+def test_encode_skips_bad_files_reports_them_and_finishes_the_rest(model_dir, quadrant_folder, tmp_path, caplog):
     data = tmp_path / "data"
     shutil.copytree(quadrant_folder, data)
     (data / "zz_truncated.png").write_bytes((data / "a" / "0.png").read_bytes()[:40])

@@ -13,9 +13,7 @@ def test_defaults_follow_the_paper():
 def test_preset_file_then_overrides(tmp_path):
     preset = tmp_path / "p.yaml"
     preset.write_text("train:\n  steps: 7\n  batch_size: 4\nencoder:\n  backbone: conv\n")
-    config = load_config(
-        str(preset), ["train.steps=9", "tokens.deny=red,blue", "encoder.backbone_channels=[8,16]"]
-    )
+    config = load_config(str(preset), ["train.steps=9", "tokens.deny=red,blue", "encoder.backbone_channels=[8,16]"])
     assert (config.train.steps, config.train.batch_size, config.encoder.backbone) == (9, 4, "conv")
     assert config.tokens.deny == ("red", "blue") and config.encoder.backbone_channels == (8, 16)
 

@@ -120,10 +120,7 @@ def test_save_and_load_round_trip_with_diffusers_own_loaders(tmp_path):
     pipeline = StableDiffusionPipeline.from_pretrained(tmp_path / "d", safety_checker=None)
     assert pipeline.unet.config.sample_size == 8
     assert UNet2DConditionModel.from_pretrained(tmp_path / "d", subfolder="unet").config.in_channels == 4
-    assert (
-        json.loads((tmp_path / "d" / "model_index.json").read_text())["_class_name"]
-        == "StableDiffusionPipeline"
-    )
+    assert json.loads((tmp_path / "d" / "model_index.json").read_text())["_class_name"] == "StableDiffusionPipeline"
 
 
 def test_loading_a_folder_that_is_not_a_pipeline_names_it(tmp_path):

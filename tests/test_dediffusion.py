@@ -38,9 +38,7 @@ def test_forward_reports_loss_and_temperature_schedule():
     images = torch.rand(2, 3, 8, 8) * 2 - 1
     first, last = model(images, torch.tensor([1, 2]), 0), model(images, torch.tensor([1, 2]), 10)
     assert first["loss"].ndim == 0 and first["loss_per_sample"].shape == (2,)
-    assert float(first["temperature"]) == pytest.approx(2.0) and float(last["temperature"]) == pytest.approx(
-        0.3
-    )
+    assert float(first["temperature"]) == pytest.approx(2.0) and float(last["temperature"]) == pytest.approx(0.3)
 
 
 def test_encode_writes_only_allowed_words():

@@ -100,9 +100,7 @@ def test_short_training_beats_an_untrained_model(one_thread):
     scenes = train_scenes(64, seed=99)  # another seed than training's
     images = render_batch(scenes)
     before = scene_accuracy(scenes, _tiny_model().predict(images))
-    model = train_perception(
-        num_scenes=10_000, steps=60, batch_size=32, seed=0, log_every=20, lr=1e-2, config=TINY
-    )
+    model = train_perception(num_scenes=10_000, steps=60, batch_size=32, seed=0, log_every=20, lr=1e-2, config=TINY)
     after = scene_accuracy(scenes, model.predict(images))
     assert after > max(0.5, before + 0.3)  # measured: about 0.04 before, 0.7-0.8 after
     assert model.metadata["train"]["steps"] == 60

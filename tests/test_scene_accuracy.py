@@ -79,9 +79,7 @@ def test_dicts_work_like_scenes_even_when_they_break_scene_invariants():
     assert fact_accuracy(TRUE.to_dict(), TRUE) == 1.0
     empty = {"background": "gray", "objects": []}  # a Scene needs 1-3 objects; a prediction need not
     assert fact_accuracy(TRUE, empty) == pytest.approx(1 / 9)
-    white_on_beige = _as_dict(
-        "beige", {"shape": "circle", "color": "white", "size": "small", "row": 0, "col": 0}
-    )
+    white_on_beige = _as_dict("beige", {"shape": "circle", "color": "white", "size": "small", "row": 0, "col": 0})
     assert fact_accuracy(Scene("beige", (replace(RED_CIRCLE, color="black"),)), white_on_beige) == 0.8
 
 

@@ -52,9 +52,7 @@ def test_train_writes_metrics_checkpoints_and_final_model(micro_decoder_dir, qua
     assert not list(run.glob("**/.*tmp*"))
 
 
-def test_killed_run_resumes_to_the_same_weights_as_an_uninterrupted_run(
-    micro_decoder_dir, quadrant_folder, tmp_path
-):
+def test_killed_run_resumes_to_the_same_weights_as_an_uninterrupted_run(micro_decoder_dir, quadrant_folder, tmp_path):
     steps = 12
     assert main(train_args(micro_decoder_dir, quadrant_folder, tmp_path / "straight", steps)) == 0
     interrupted = tmp_path / "interrupted"
@@ -77,15 +75,11 @@ def test_killed_run_resumes_to_the_same_weights_as_an_uninterrupted_run(
     straight, resumed = weights(tmp_path / "straight" / "final"), weights(interrupted / "final")
     different = [k for k in straight if not torch.equal(straight[k], resumed[k])]
     assert not different, different  # bitwise on the CPU
-    steps_logged = [
-        json.loads(line)["step"] for line in (interrupted / "metrics.jsonl").read_text().splitlines()
-    ]
+    steps_logged = [json.loads(line)["step"] for line in (interrupted / "metrics.jsonl").read_text().splitlines()]
     assert steps_logged == list(range(1, steps + 1))
 
 
-def test_two_processes_match_one_process_on_the_same_global_batch(
-    micro_decoder_dir, quadrant_folder, tmp_path
-):
+def test_two_processes_match_one_process_on_the_same_global_batch(micro_decoder_dir, quadrant_folder, tmp_path):
     assert main(train_args(micro_decoder_dir, quadrant_folder, tmp_path / "one", 4)) == 0
     command = [
         sys.executable,
@@ -129,8 +123,7 @@ def test_nan_loss_stops_before_the_update_and_keeps_the_last_good_checkpoint(
     checkpoints = sorted(p.name for p in (tmp_path / "run" / "checkpoints").iterdir())
     assert checkpoints == ["step-00000002"] and calls[-1] == 3
     assert all(
-        torch.isfinite(v.float()).all()
-        for v in weights(tmp_path / "run" / "checkpoints" / checkpoints[0]).values()
+        torch.isfinite(v.float()).all() for v in weights(tmp_path / "run" / "checkpoints" / checkpoints[0]).values()
     )
 
 
@@ -162,7 +155,5 @@ def test_resuming_with_a_changed_config_is_refused(micro_decoder_dir, quadrant_f
         "encoder.width=64",
     )
     assert main(changed) == 2 and "encoder.width" in caplog.text
-    assert (
-        main(train_args(micro_decoder_dir, quadrant_folder, tmp_path / "run", 2)) == 2
-    )  # no silent overwrite
+    assert main(train_args(micro_decoder_dir, quadrant_folder, tmp_path / "run", 2)) == 2  # no silent overwrite
     assert "--resume latest" in caplog.text

@@ -69,9 +69,7 @@ def test_describe_example():
     from dediffusion.world import Object, Scene
 
     scene = Scene("gray", (Object("circle", "red", "large", 0, 0), Object("square", "orange", "small", 1, 1)))
-    expected = (
-        "a large red circle at the top left and a small orange square in the center on a gray background"
-    )
+    expected = "a large red circle at the top left and a small orange square in the center on a gray background"
     assert describe(scene) == expected
 
 

@@ -25,20 +25,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def add_model_args(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--model", required=True, help="De-Diffusion model folder (a run's final/ or a checkpoint)"
-    )
-    parser.add_argument(
-        "--decoder", default=None, help="decoder folder or hub id (default: the one the model records)"
-    )
+    parser.add_argument("--model", required=True, help="De-Diffusion model folder (a run's final/ or a checkpoint)")
+    parser.add_argument("--decoder", default=None, help="decoder folder or hub id (default: the one the model records)")
     parser.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda")
     parser.add_argument("--batch-size", type=int, default=64, help="images per forward pass")
 
 
 def add_train(commands) -> None:
-    parser = commands.add_parser(
-        "train", help="train an encoder on a folder of images", formatter_class=Formatter
-    )
+    parser = commands.add_parser("train", help="train an encoder on a folder of images", formatter_class=Formatter)
     parser.add_argument("--preset", default=None, help="bundled preset name or YAML file")
     parser.add_argument(
         "--set",
@@ -48,9 +42,7 @@ def add_train(commands) -> None:
         metavar="KEY=VALUE",
         help="dotted config override, e.g. train.steps=200 (repeatable)",
     )
-    parser.add_argument(
-        "--output-dir", required=True, help="run folder (config, metrics, checkpoints, final/)"
-    )
+    parser.add_argument("--output-dir", required=True, help="run folder (config, metrics, checkpoints, final/)")
     parser.add_argument("--resume", default=None, help="'latest' or a checkpoint folder")
     parser.add_argument("--cpu", action="store_true", help="train on the CPU even if a GPU is present")
     parser.set_defaults(handler=run_train)
@@ -85,9 +77,7 @@ def add_reconstruct(commands) -> None:
 def add_world(commands) -> None:
     world = commands.add_parser("world", help="the bundled procedural world", formatter_class=Formatter)
     actions = world.add_subparsers(dest="action", required=True)
-    sample = actions.add_parser(
-        "sample", help="write world images with their descriptions", formatter_class=Formatter
-    )
+    sample = actions.add_parser("sample", help="write world images with their descriptions", formatter_class=Formatter)
     sample.add_argument("out_dir", help="folder for the PNGs and descriptions.jsonl")
     sample.add_argument("-n", "--num-images", type=int, default=16, help="how many images")
     sample.add_argument("--split", choices=("train", "test"), default="train", help="which split")
@@ -195,9 +185,7 @@ def report(done: int, errors: list) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(message)s"
-    )
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(message)s")
     from .errors import USER_ERRORS
 
     try:

@@ -296,9 +296,7 @@ class ImageFolder(torch.utils.data.Dataset):
     `dataset[i]` raises ImageLoadError for a bad file; use `load_batch` to skip such files.
     """
 
-    def __init__(
-        self, paths: PathLike | Sequence[PathLike], size: int, max_pixels: int | None = MAX_IMAGE_PIXELS
-    ):
+    def __init__(self, paths: PathLike | Sequence[PathLike], size: int, max_pixels: int | None = MAX_IMAGE_PIXELS):
         _check_size(size)
         self.paths = find_images(paths)
         self.size, self.max_pixels = size, max_pixels
@@ -310,9 +308,7 @@ class ImageFolder(torch.utils.data.Dataset):
         return load_image(self.paths[index], self.size, self.max_pixels)
 
 
-def load_batch(
-    dataset: ImageFolder, indices: Sequence[int]
-) -> tuple[torch.Tensor, list[int], list[ImageLoadError]]:
+def load_batch(dataset: ImageFolder, indices: Sequence[int]) -> tuple[torch.Tensor, list[int], list[ImageLoadError]]:
     """Load `dataset[i]` for each index, skipping files that fail.
 
     Returns:

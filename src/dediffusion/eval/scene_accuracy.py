@@ -92,9 +92,7 @@ def scene_accuracy(true_scenes: Sequence[SceneLike], predicted_scenes: Sequence[
     return sum(scores) / len(scores)
 
 
-def accuracy_by_kind(
-    true_scenes: Sequence[SceneLike], predicted_scenes: Sequence[SceneLike]
-) -> dict[str, float]:
+def accuracy_by_kind(true_scenes: Sequence[SceneLike], predicted_scenes: Sequence[SceneLike]) -> dict[str, float]:
     """Per fact kind, correct / counted pooled over all scenes; ``"all"`` pools every kind.
 
     Raises:

@@ -64,9 +64,7 @@ class Conv2dSame(nn.Conv2d):
     Grace Hopper photo from 0.41 to 0.30. Padding is computed per call, so any input size works.
     """
 
-    def __init__(
-        self, in_channels: int, out_channels: int, kernel_size: int, stride: int = 1, groups: int = 1
-    ):
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: int, stride: int = 1, groups: int = 1):
         super().__init__(in_channels, out_channels, kernel_size, stride, padding=0, groups=groups, bias=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -167,9 +165,7 @@ class EfficientNetLite0(nn.Module):
         super().__init__()
         num_stages = len(LITE0_STAGES)
         if not -1 <= feature_stage < num_stages:
-            raise ValueError(
-                f"feature_stage must be -1 (conv head) or 0..{num_stages - 1}, got {feature_stage}"
-            )
+            raise ValueError(f"feature_stage must be -1 (conv head) or 0..{num_stages - 1}, got {feature_stage}")
         if classifier and feature_stage != -1:
             raise ValueError("classifier=True needs the conv head: use feature_stage=-1")
         self.feature_stage = feature_stage
@@ -267,9 +263,7 @@ class ConvBackbone(nn.Module):
     def __init__(self, channels: tuple[int, ...] = (32, 64, 128), blocks_per_stage: int = 1):
         super().__init__()
         if not channels or blocks_per_stage < 0:
-            raise ValueError(
-                f"need at least one stage and blocks_per_stage >= 0, got {channels}, {blocks_per_stage}"
-            )
+            raise ValueError(f"need at least one stage and blocks_per_stage >= 0, got {channels}, {blocks_per_stage}")
         layers: list[nn.Module] = [_conv3x3(3, channels[0], stride=2)]  # stem
         for i, out_channels in enumerate(channels):
             if i > 0:

@@ -66,10 +66,7 @@ class TextToImageDecoder(nn.Module):
                 f"cannot load decoder '{path}': it must be a diffusers pipeline folder with model_index.json "
                 f"(or a hub id, which needs a network). Cause: {error}"
             ) from error
-        parts = {
-            name: _load_component(path, name, index.get(name))
-            for name in ("tokenizer", "text_encoder", "unet")
-        }
+        parts = {name: _load_component(path, name, index.get(name)) for name in ("tokenizer", "text_encoder", "unet")}
         parts["scheduler"] = _load_component(path, "scheduler", index.get("scheduler"))
         parts["vae"] = _load_component(path, "vae", index.get("vae")) if _has(index, "vae") else None
         decoder = cls(**parts, source=str(path))
@@ -86,9 +83,7 @@ class TextToImageDecoder(nn.Module):
             index[name] = [None, None] if part is None else [_library_of(part), type(part).__name__]
             if part is not None:
                 part.save_pretrained(path / name)
-        index.update(
-            safety_checker=[None, None], feature_extractor=[None, None], requires_safety_checker=False
-        )
+        index.update(safety_checker=[None, None], feature_extractor=[None, None], requires_safety_checker=False)
         if self.vae is None:
             index["_class_name"] = "DiffusionPipeline"  # pixel space: load the components one by one
         (path / "model_index.json").write_text(json.dumps(index, indent=2))
@@ -197,9 +192,7 @@ class TextToImageDecoder(nn.Module):
         The num_tokens placeholder positions start at index 1 (0 without a start token).
         """
         if num_tokens > self.max_tokens:
-            raise ValueError(
-                f"num_tokens={num_tokens} exceeds the decoder's limit of {self.max_tokens} tokens"
-            )
+            raise ValueError(f"num_tokens={num_tokens} exceeds the decoder's limit of {self.max_tokens} tokens")
         start, end, pad = self._special_ids()
         ids = ([start] if start is not None else []) + [pad] * num_tokens + [end]
         attention = [1] * len(ids) + [0] * (self.max_length - len(ids))
@@ -236,9 +229,7 @@ class TextToImageDecoder(nn.Module):
         offset = int(self._special_ids()[0] is not None)
 
         def replace(module, inputs, output):  # output: (B, T, D)
-            return torch.cat(
-                [output[:, :offset], soft.to(output.dtype), output[:, offset + num_tokens :]], dim=1
-            )
+            return torch.cat([output[:, :offset], soft.to(output.dtype), output[:, offset + num_tokens :]], dim=1)
 
         handle = table.register_forward_hook(replace)
         try:
@@ -259,9 +250,7 @@ class TextToImageDecoder(nn.Module):
     # ---- diffusion ------------------------------------------------------------------------------
 
     @torch.no_grad()
-    def to_latents(
-        self, images: torch.Tensor, generators: Sequence[torch.Generator] | None = None
-    ) -> torch.Tensor:
+    def to_latents(self, images: torch.Tensor, generators: Sequence[torch.Generator] | None = None) -> torch.Tensor:
         """Images (B, 3, H, W) in [-1, 1] -> what the UNet denoises (B, C, h, w), fp32."""
         images = images.to(self.device, self.dtype)
         if self.vae is None:
@@ -296,16 +285,12 @@ class TextToImageDecoder(nn.Module):
         latents = self.to_latents(images, generators)
         if timesteps is None:
             steps = self.scheduler.config.num_train_timesteps
-            timesteps = torch.cat(
-                [torch.randint(0, steps, (1,), generator=g, device=self.device) for g in generators]
-            )
+            timesteps = torch.cat([torch.randint(0, steps, (1,), generator=g, device=self.device) for g in generators])
         if noise is None:
             noise = per_sample_randn(latents.shape[1:], generators, self.device)
         timesteps, noise = timesteps.to(self.device), noise.to(self.device, torch.float32)
         noisy = self.scheduler.add_noise(latents, noise, timesteps)
-        prediction = self.unet(
-            noisy.to(self.dtype), timesteps, encoder_hidden_states=text_states.to(self.dtype)
-        )
+        prediction = self.unet(noisy.to(self.dtype), timesteps, encoder_hidden_states=text_states.to(self.dtype))
         target = self._target(latents, noise, timesteps)
         return (prediction.sample.float() - target).pow(2).mean(dim=(1, 2, 3))
 
@@ -317,9 +302,7 @@ class TextToImageDecoder(nn.Module):
             return self.scheduler.get_velocity(latents, noise, timesteps)
         if kind == "sample":
             return latents
-        raise ValueError(
-            f"unsupported prediction_type {kind!r} in the decoder's scheduler config ({self.source})"
-        )
+        raise ValueError(f"unsupported prediction_type {kind!r} in the decoder's scheduler config ({self.source})")
 
     @torch.no_grad()
     def generate(

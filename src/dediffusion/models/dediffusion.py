@@ -33,9 +33,7 @@ class CheckpointMismatchError(ValueError):
     """A saved encoder does not fit the decoder (or the config) it is loaded with."""
 
 
-def sample_generators(
-    seeds: Sequence[int] | torch.Tensor, device: torch.device | str
-) -> list[torch.Generator]:
+def sample_generators(seeds: Sequence[int] | torch.Tensor, device: torch.device | str) -> list[torch.Generator]:
     """One generator per sample, so each sample's randomness depends only on its own seed."""
     return [torch.Generator(device=device).manual_seed(int(seed)) for seed in seeds]
 

@@ -58,9 +58,7 @@ def sincos_positions(height: int, width: int, dim: int, device=None) -> torch.Te
     """Fixed 2-D sine-cosine position codes (H*W, dim); dim must be divisible by 4."""
     quarter = dim // 4
     freqs = torch.exp(-math.log(10000.0) * torch.arange(quarter, device=device) / quarter)
-    ys, xs = torch.meshgrid(
-        torch.arange(height, device=device), torch.arange(width, device=device), indexing="ij"
-    )
+    ys, xs = torch.meshgrid(torch.arange(height, device=device), torch.arange(width, device=device), indexing="ij")
     angles_y = ys.reshape(-1, 1).float() * freqs
     angles_x = xs.reshape(-1, 1).float() * freqs
     codes = torch.cat([angles_y.sin(), angles_y.cos(), angles_x.sin(), angles_x.cos()], dim=1)
@@ -96,13 +94,9 @@ class ImageEncoder(nn.Module):
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         size = self.config.image_size
         if images.shape[-2:] != (size, size):
-            images = F.interpolate(
-                images, size=(size, size), mode="bilinear", antialias=True, align_corners=False
-            )
+            images = F.interpolate(images, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
         features = self.backbone(images)  # (B, C, h, w)
         _, _, height, width = features.shape
         context = self.project(features.flatten(2).transpose(1, 2))  # (B, h*w, D)
-        context = context + sincos_positions(height, width, context.shape[-1], context.device).to(
-            context.dtype
-        )
+        context = context + sincos_positions(height, width, context.shape[-1], context.device).to(context.dtype)
         return self.head(self.pooler(context))  # (B, N, V)

@@ -86,9 +86,7 @@ def build_micro_decoder(
     channels = latent_channels if latent else 3
     attend = cross_attention or (True,) + (False,) * (len(unet_channels) - 1)
     if len(attend) != len(unet_channels):
-        raise ValueError(
-            f"cross_attention needs one flag per UNet level ({len(unet_channels)}), got {attend}"
-        )
+        raise ValueError(f"cross_attention needs one flag per UNet level ({len(unet_channels)}), got {attend}")
     unet = UNet2DConditionModel(
         sample_size=resolution // (2 ** (len(vae_channels) - 1) if latent else 1),
         in_channels=channels,

@@ -21,9 +21,7 @@ def temperature_at(step: int, start: float, end: float, steps: int) -> float:
     return start * math.exp(progress * math.log(end / start))
 
 
-def sample_gumbel(
-    shape: tuple[int, ...], generators: list[torch.Generator], device: torch.device
-) -> torch.Tensor:
+def sample_gumbel(shape: tuple[int, ...], generators: list[torch.Generator], device: torch.device) -> torch.Tensor:
     """Standard Gumbel noise (B, *shape), row b drawn from `generators[b]`."""
     rows = []
     for generator in generators:

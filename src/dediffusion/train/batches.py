@@ -22,9 +22,7 @@ def epoch_permutation(num_items: int, seed: int, epoch: int) -> tuple[int, ...]:
 def step_positions(step: int, batch_size: int, rank: int = 0, world_size: int = 1) -> range:
     """This process's slice of the global positions of `step` (the global batch is split evenly)."""
     if batch_size % world_size:
-        raise ValueError(
-            f"train.batch_size={batch_size} must be divisible by the number of processes ({world_size})"
-        )
+        raise ValueError(f"train.batch_size={batch_size} must be divisible by the number of processes ({world_size})")
     local = batch_size // world_size
     first = step * batch_size + rank * local
     return range(first, first + local)

@@ -91,9 +91,7 @@ def resolve_resume(run_dir: Path, resume: str | None) -> Path | None:
         return found[-1][1] if found else None
     path = Path(resume)
     if not (path / STATE_NAME).is_file():
-        raise FileNotFoundError(
-            f"cannot resume from '{path}': it is not a checkpoint folder (no {STATE_NAME})"
-        )
+        raise FileNotFoundError(f"cannot resume from '{path}': it is not a checkpoint folder (no {STATE_NAME})")
     return path
 
 

@@ -49,9 +49,7 @@ def train(config: Config, run_dir: str | Path, resume: str | None = None, cpu: b
 
     run_dir = Path(run_dir)
     # without CUDA, several processes (torchrun / accelerate launch) run as MULTI_CPU with gloo
-    accelerator = Accelerator(
-        mixed_precision=config.train.mixed_precision, cpu=cpu or not torch.cuda.is_available()
-    )
+    accelerator = Accelerator(mixed_precision=config.train.mixed_precision, cpu=cpu or not torch.cuda.is_available())
     checkpoint = resolve_resume(run_dir, resume)
     if accelerator.is_main_process:
         prepare_run_dir(run_dir, config, resuming=checkpoint is not None)
@@ -88,9 +86,7 @@ def prepare_run_dir(run_dir: Path, config: Config, resuming: bool) -> None:
                 "use the saved config.yaml or a new run folder"
             )
     elif not resuming and list_checkpoints(run_dir):
-        raise ConfigError(
-            f"'{run_dir}' already holds checkpoints: pass --resume latest, or pick a new folder"
-        )
+        raise ConfigError(f"'{run_dir}' already holds checkpoints: pass --resume latest, or pick a new folder")
     save_config(config, saved)
 
 
@@ -118,23 +114,17 @@ def build_training(config: Config, accelerator):
     return model, optimizer, build_lr_scheduler(optimizer, config.train)
 
 
-def run_steps(
-    ddp_model, model, optimizer, lr_scheduler, dataset, config, run_dir, accelerator, state
-) -> None:
+def run_steps(ddp_model, model, optimizer, lr_scheduler, dataset, config, run_dir, accelerator, state) -> None:
     cfg = config.train
     progress = progress_bar(cfg.steps, state.step, accelerator)
     model.train()
     while state.step < cfg.steps:
-        positions = step_positions(
-            state.step, cfg.batch_size, accelerator.process_index, accelerator.num_processes
-        )
+        positions = step_positions(state.step, cfg.batch_size, accelerator.process_index, accelerator.num_processes)
         items = items_for(positions, len(dataset), cfg.seed)
         images, loaded, errors = load_batch(dataset, items)
         report_bad_files(errors, state, run_dir, accelerator)
         if not loaded:
-            raise RuntimeError(
-                f"no image of step {state.step} could be read; see {run_dir / 'bad_files.jsonl'}"
-            )
+            raise RuntimeError(f"no image of step {state.step} could be read; see {run_dir / 'bad_files.jsonl'}")
         seeds = seeds_for(positions, cfg.seed)[loaded]
         with accelerator.autocast():
             out = ddp_model(images.to(accelerator.device), seeds, state.step)
@@ -147,15 +137,11 @@ def run_steps(
         optimizer.zero_grad(set_to_none=True)
         state.step += 1
         state.images_seen += cfg.batch_size
-        after_step(
-            model, optimizer, lr_scheduler, dataset, out, config, run_dir, accelerator, state, progress
-        )
+        after_step(model, optimizer, lr_scheduler, dataset, out, config, run_dir, accelerator, state, progress)
     progress.close()
 
 
-def after_step(
-    model, optimizer, lr_scheduler, dataset, out, config, run_dir, accelerator, state, progress
-) -> None:
+def after_step(model, optimizer, lr_scheduler, dataset, out, config, run_dir, accelerator, state, progress) -> None:
     cfg, step = config.train, state.step
     progress.update(1)
     if step % cfg.log_every == 0 or step == cfg.steps:

@@ -71,9 +71,7 @@ def pretrain_text_to_image(
                 _update_ema(ema, params, min(ema_decay, (1 + step) / (10 + step)))
             losses.append(loss.item())
             if log_every and (step + 1) % log_every == 0:
-                logger.info(
-                    "pretrain step %d/%d loss %.4f", step + 1, steps, sum(losses[-log_every:]) / log_every
-                )
+                logger.info("pretrain step %d/%d loss %.4f", step + 1, steps, sum(losses[-log_every:]) / log_every)
         if ema is not None:
             with torch.no_grad():
                 for param, average in zip(params, ema):

@@ -196,9 +196,7 @@ def evaluate_decoder(
 
     decoder = TextToImageDecoder.from_pretrained(decoder_dir or default_decoder_path())
     scenes = test_scenes(n)
-    images = generate_for_scenes(
-        decoder, scenes, prompts_from, guidance_scale, num_inference_steps, batch_size, seed
-    )
+    images = generate_for_scenes(decoder, scenes, prompts_from, guidance_scale, num_inference_steps, batch_size, seed)
     perception = PerceptionModel.load()
     predictions = [p for chunk in images.split(256) for p in perception.predict(chunk)]
     return scene_accuracy(scenes, predictions)

@@ -71,9 +71,7 @@ class PerceptionConfig:
 
 
 def _conv(cin: int, cout: int, stride: int = 1) -> nn.Sequential:
-    return nn.Sequential(
-        nn.Conv2d(cin, cout, 3, stride, 1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True)
-    )
+    return nn.Sequential(nn.Conv2d(cin, cout, 3, stride, 1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True))
 
 
 class PerceptionModel(nn.Module):
@@ -193,9 +191,7 @@ def scene_targets(scenes: Sequence[Scene]) -> dict[str, torch.Tensor]:
     return targets
 
 
-def augment(
-    images: torch.Tensor, noise_std: float, blur_prob: float, generator: torch.Generator
-) -> torch.Tensor:
+def augment(images: torch.Tensor, noise_std: float, blur_prob: float, generator: torch.Generator) -> torch.Tensor:
     """Blur each image (3x3 box) with probability ``blur_prob``, then add Gaussian noise whose
     standard deviation is drawn per image from U(0, ``noise_std``); clamp to [-1, 1]."""
     batch = images.shape[0]
