@@ -74,3 +74,10 @@ def test_missing_model_and_empty_folder_are_clear_errors(model_dir, tmp_path, ca
     assert "nope" in caplog.text
     assert main(["encode", str(tmp_path), "--model", str(model_dir)]) == 2
     assert "no images found" in caplog.text.lower()
+
+
+def test_world_sample_writes_images_and_descriptions(tmp_path):
+    assert main(["world", "sample", "-n", "3", str(tmp_path / "w")]) == 0
+    assert len(list((tmp_path / "w").glob("*.png"))) == 3
+    records = [json.loads(line) for line in (tmp_path / "w" / "descriptions.jsonl").read_text().splitlines()]
+    assert len(records) == 3 and all(r["description"] for r in records)

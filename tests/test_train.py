@@ -41,7 +41,8 @@ def weights(folder: Path) -> dict:
 
 
 def test_train_writes_metrics_checkpoints_and_final_model(micro_decoder_dir, quadrant_folder, tmp_path):
-    assert main(train_args(micro_decoder_dir, quadrant_folder, tmp_path / "run", 5)) == 0
+    args = train_args(micro_decoder_dir, quadrant_folder, tmp_path / "run", 5, "--set", "train.sample_every=5")
+    assert main(args) == 0
     run = tmp_path / "run"
     records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in records] == [1, 2, 3, 4, 5]
@@ -49,6 +50,7 @@ def test_train_writes_metrics_checkpoints_and_final_model(micro_decoder_dir, qua
     assert records[0]["temperature"] > records[-1]["temperature"]
     assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["step-00000004", "step-00000005"]
     assert (run / "config.yaml").is_file() and (run / "final" / "model.safetensors").is_file()
+    assert (run / "samples" / "step-00000005.png").is_file()
     assert not list(run.glob("**/.*tmp*"))
 
 
