@@ -61,20 +61,22 @@ TINY_ENCODER = [
 ]
 
 
+TINY_TRAIN = [
+    "train.batch_size=4",
+    "train.checkpoint_every=2",
+    "train.keep_checkpoints=2",
+    "train.log_every=1",
+    "train.warmup_steps=1",
+    "train.learning_rate=0.003",
+]
+
+
 def tiny_config(decoder_path="", data="", *overrides):
-    """A De-Diffusion config small enough to train in seconds on a CPU."""
+    """A De-Diffusion config small enough to train in seconds on a CPU (6 steps unless overridden)."""
     from dediffusion.config import load_config
 
-    train = [
-        "train.steps=6",
-        "train.batch_size=4",
-        "train.checkpoint_every=2",
-        "train.keep_checkpoints=2",
-        "train.log_every=1",
-        "train.warmup_steps=1",
-        "train.learning_rate=0.003",
-    ]
-    return load_config(None, [f"decoder.path={decoder_path}", f"train.data={data}", *TINY_ENCODER, *train, *overrides])
+    sets = [f"decoder.path={decoder_path}", f"train.data={data}", "train.steps=6", *TINY_ENCODER, *TINY_TRAIN]
+    return load_config(None, [*sets, *overrides])
 
 
 @pytest.fixture(scope="session")

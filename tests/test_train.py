@@ -9,20 +9,11 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import TINY_ENCODER
+from conftest import TINY_ENCODER, TINY_TRAIN
 from safetensors.torch import load_file
 
 from dediffusion.cli import main
 from dediffusion.train.loop import NonFiniteLossError, train
-
-TRAIN = [
-    "train.batch_size=4",
-    "train.checkpoint_every=2",
-    "train.keep_checkpoints=2",
-    "train.log_every=1",
-    "train.warmup_steps=1",
-    "train.learning_rate=0.003",
-]
 
 
 def train_args(decoder_dir, data, out, steps, *extra):
@@ -31,7 +22,7 @@ def train_args(decoder_dir, data, out, steps, *extra):
         f"train.data={data}",
         f"train.steps={steps}",
         *TINY_ENCODER,
-        *TRAIN,
+        *TINY_TRAIN,
     ]
     return ["train", "--output-dir", str(out), *[a for s in sets for a in ("--set", s)], *extra]
 

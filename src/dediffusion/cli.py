@@ -140,23 +140,17 @@ def run_encode(args) -> int:
 
 
 def run_reconstruct(args) -> int:
-    import torch
-
     from .eval.grid import save_grid
-    from .models.dediffusion import sample_generators
 
     model, errors = load_model(args), []
-    batches = list(iterate_batches(model, args.paths, args.max_images, errors))
-    if not batches:
+    first = next(iterate_batches(model, args.paths, args.max_images, errors), None)  # the first max_images
+    if first is None:
         return report(0, errors)
-    _, images = batches[0]
-    texts = model.encode(images)
-    generators = sample_generators(range(args.seed, args.seed + len(texts)), model.decoder.device)
-    with torch.no_grad():
-        recon = model.decoder.generate(texts, None, args.guidance_scale, args.num_inference_steps, generators)
+    _, images = first
+    seeds = range(args.seed, args.seed + len(images))
+    texts, recon = model.reconstruct(images, args.guidance_scale, args.num_inference_steps, seeds)
     save_grid(Path(args.output), images, texts, [recon], headers=["image", "text", "reconstruction"])
-    for text in texts:
-        print(text)
+    sys.stdout.write("".join(text + "\n" for text in texts))
     logger.info("wrote %s", args.output)
     return report(len(texts), errors)
 

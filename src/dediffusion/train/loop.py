@@ -147,6 +147,15 @@ def after_step(model, optimizer, lr_scheduler, dataset, out, config, run_dir, ac
     if step % cfg.log_every == 0 or step == cfg.steps:
         record = metrics_record(out, lr_scheduler, state, accelerator)
         progress.set_postfix(loss=f"{record['loss']:.4f}", tau=f"{record['temperature']:.2f}")
+        if progress.disable and accelerator.is_main_process:  # no terminal: progress goes to the log
+            logger.info(
+                "step %d/%d loss %.4f temperature %.3f %.1f images/s",
+                step,
+                cfg.steps,
+                record["loss"],
+                record["temperature"],
+                record["images_per_s"],
+            )
         if accelerator.is_main_process:
             with open(run_dir / "metrics.jsonl", "a") as handle:
                 handle.write(json.dumps(record) + "\n")
