@@ -156,7 +156,7 @@ def run_reconstruct(args) -> int:
 
 
 def write_output(path: str | None, text: str) -> None:
-    from .train.checkpoint import atomic_write_bytes
+    from .atomic import atomic_write_bytes
 
     if path is None:
         sys.stdout.write(text)

@@ -10,8 +10,8 @@ from pathlib import Path
 import torch
 from PIL import Image, ImageDraw, ImageFont
 
+from ..atomic import atomic_write_bytes
 from ..data.images import to_pil
-from ..train.checkpoint import atomic_write_bytes
 
 CELL = 128
 TEXT_WIDTH = 320

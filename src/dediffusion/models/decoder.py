@@ -66,27 +66,29 @@ class TextToImageDecoder(nn.Module):
                 f"cannot load decoder '{path}': it must be a diffusers pipeline folder with model_index.json "
                 f"(or a hub id, which needs a network). Cause: {error}"
             ) from error
-        parts = {name: _load_component(path, name, index.get(name)) for name in ("tokenizer", "text_encoder", "unet")}
-        parts["scheduler"] = _load_component(path, "scheduler", index.get("scheduler"))
+        required = ("tokenizer", "text_encoder", "unet", "scheduler")
+        parts = {name: _load_component(path, name, index.get(name)) for name in required}
         parts["vae"] = _load_component(path, "vae", index.get("vae")) if _has(index, "vae") else None
         decoder = cls(**parts, source=str(path))
         return decoder.to(dtype=DTYPES[dtype] if isinstance(dtype, str) else dtype)
 
     def save_pretrained(self, path: str | Path) -> None:
-        """Write a diffusers pipeline folder; with a VAE it loads as `StableDiffusionPipeline`."""
+        """Write a diffusers pipeline folder (atomically); with a VAE it loads as `StableDiffusionPipeline`,
+        without one (pixel space) each component loads with its own class's `from_pretrained`."""
         import diffusers
 
-        path = Path(path)
-        index = {"_class_name": "StableDiffusionPipeline", "_diffusers_version": diffusers.__version__}
-        for name in ("tokenizer", "text_encoder", "unet", "vae", "scheduler"):
-            part = getattr(self, name)
-            index[name] = [None, None] if part is None else [_library_of(part), type(part).__name__]
-            if part is not None:
-                part.save_pretrained(path / name)
-        index.update(safety_checker=[None, None], feature_extractor=[None, None], requires_safety_checker=False)
-        if self.vae is None:
-            index["_class_name"] = "DiffusionPipeline"  # pixel space: load the components one by one
-        (path / "model_index.json").write_text(json.dumps(index, indent=2))
+        from ..atomic import atomic_folder
+
+        pipeline = "StableDiffusionPipeline" if self.vae is not None else "DiffusionPipeline"
+        index = {"_class_name": pipeline, "_diffusers_version": diffusers.__version__}
+        with atomic_folder(Path(path)) as tmp:
+            for name in ("tokenizer", "text_encoder", "unet", "vae", "scheduler"):
+                part = getattr(self, name)
+                index[name] = [None, None] if part is None else [_library_of(part), type(part).__name__]
+                if part is not None:
+                    part.save_pretrained(tmp / name)
+            index.update(safety_checker=[None, None], feature_extractor=[None, None], requires_safety_checker=False)
+            (tmp / "model_index.json").write_text(json.dumps(index, indent=2))
 
     def train(self, mode: bool = True) -> TextToImageDecoder:
         """Frozen: always stays in eval mode (no dropout, fixed normalisation statistics)."""

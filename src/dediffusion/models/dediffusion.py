@@ -111,7 +111,7 @@ class DeDiffusion(nn.Module):
 
     def save_pretrained(self, path: str | Path) -> None:
         """Write the encoder folder (atomically: a temporary folder renamed into place)."""
-        from ..train.checkpoint import atomic_folder
+        from ..atomic import atomic_folder
 
         with atomic_folder(Path(path)) as tmp:
             save_encoder_files(self, tmp)

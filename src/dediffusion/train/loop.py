@@ -19,13 +19,14 @@ from pathlib import Path
 
 import torch
 
+from ..atomic import atomic_write_bytes
 from ..config import Config, ConfigError, load_config, save_config
 from ..data.images import ImageFolder, load_batch
 from ..eval.grid import save_grid
 from ..models.decoder import TextToImageDecoder
 from ..models.dediffusion import DeDiffusion
 from .batches import items_for, seeds_for, step_positions
-from .checkpoint import atomic_write_bytes, list_checkpoints, load_checkpoint, resolve_resume, save_checkpoint
+from .checkpoint import list_checkpoints, load_checkpoint, resolve_resume, save_checkpoint
 from .optim import build_lr_scheduler, build_optimizer
 
 logger = logging.getLogger(__name__)
