@@ -56,8 +56,13 @@ class TextToImageDecoder(nn.Module):
 
     @classmethod
     def from_pretrained(cls, path: str | Path, dtype: str | torch.dtype = "float32") -> TextToImageDecoder:
-        """Load a diffusers pipeline folder (or hub id) with the classes named in its model_index.json."""
+        """Load a diffusers pipeline folder, hub id or `bundled:NAME` with the classes named in its
+        model_index.json."""
         from diffusers import DiffusionPipeline
+
+        from ..assets import resolve
+
+        source, path = str(path), resolve(path)
 
         try:
             index = DiffusionPipeline.load_config(str(path))
@@ -69,7 +74,7 @@ class TextToImageDecoder(nn.Module):
         required = ("tokenizer", "text_encoder", "unet", "scheduler")
         parts = {name: _load_component(path, name, index.get(name)) for name in required}
         parts["vae"] = _load_component(path, "vae", index.get("vae")) if _has(index, "vae") else None
-        decoder = cls(**parts, source=str(path))
+        decoder = cls(**parts, source=source)
         return decoder.to(dtype=DTYPES[dtype] if isinstance(dtype, str) else dtype)
 
     def save_pretrained(self, path: str | Path) -> None:
