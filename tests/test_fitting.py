@@ -16,7 +16,12 @@ from dediffusion.train.pretrain import pretrain_text_to_image, pretrain_vae
 
 # epsilon decoders learn to use the text more slowly than v-prediction ones; the text matters most at
 # high noise, so losses are compared there
-PRETRAIN_STEPS = {"v_prediction": 400, "epsilon": 600}
+PRETRAIN_STEPS = {
+    (False, "v_prediction"): 400,
+    (True, "v_prediction"): 400,
+    (False, "epsilon"): 600,
+    (True, "epsilon"): 1500,
+}
 EVAL_TIMESTEPS = torch.linspace(500, 950, 16).long()
 _cache = {}
 
@@ -42,7 +47,7 @@ def pretrained(latent: bool, prediction_type: str, steps: int | None = None):
 
         if latent:
             pretrain_vae(decoder, sample, 100, 32, log_every=0)
-        steps = steps or PRETRAIN_STEPS[prediction_type]
+        steps = steps or PRETRAIN_STEPS[latent, prediction_type]
         pretrain_text_to_image(decoder, sample, steps, 32, 3e-3, log_every=0)
         _cache[key] = decoder
     return _cache[key]
@@ -61,7 +66,11 @@ def fixed_loss(decoder, images, text_states):
     return torch.stack(losses)
 
 
-@pytest.mark.parametrize("latent, prediction_type", VARIANTS, ids=VARIANT_IDS)
+# one xdist worker per decoder variant, so each decoder is pretrained once
+GROUPED = [pytest.param(*v, id=i, marks=pytest.mark.xdist_group(i)) for v, i in zip(VARIANTS, VARIANT_IDS)]
+
+
+@pytest.mark.parametrize("latent, prediction_type", GROUPED)
 def test_optimising_free_logits_lowers_one_images_loss(latent, prediction_type):
     decoder = pretrained(latent, prediction_type)
     image, caption = sample_quadrants(1, decoder.resolution, torch.Generator().manual_seed(5), p_empty=0)
@@ -85,7 +94,7 @@ def test_optimising_free_logits_lowers_one_images_loss(latent, prediction_type):
     assert end <= 0.8 * start
 
 
-@pytest.mark.parametrize("latent, prediction_type", VARIANTS, ids=VARIANT_IDS)
+@pytest.mark.parametrize("latent, prediction_type", GROUPED)
 def test_encoder_fitted_to_eight_images_writes_text_that_lowers_their_loss(latent, prediction_type):
     decoder = pretrained(latent, prediction_type)
     images, captions = sample_quadrants(8, decoder.resolution, torch.Generator().manual_seed(7), p_empty=0)
@@ -105,6 +114,4 @@ def test_encoder_fitted_to_eight_images_writes_text_that_lowers_their_loss(laten
         fitted = fixed_loss(decoder, images, decoder.encode_text(texts)).mean().item()
         true = fixed_loss(decoder, images, decoder.encode_text(captions)).mean().item()
     print(f"{prediction_type} latent={latent}: fresh {fresh:.4f} fitted {fitted:.4f} captions {true:.4f}", texts)
-    assert fitted < fresh
-    if prediction_type == "v_prediction":
-        assert fitted <= 0.8 * fresh
+    assert fitted <= 0.9 * fresh  # measured: 16% (pixel-eps) to 76% (vae-v) lower

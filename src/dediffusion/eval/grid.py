@@ -49,6 +49,8 @@ def make_grid(
         draw.multiline_text((CELL + 6, y + 6), wrapped, fill="black", font=font)
         for column, images in enumerate(reconstructions):
             grid.paste(_cell(images[row]), (_column_x(column + 2), y))
+        if row:
+            draw.line([(0, y), (width, y)], fill="white", width=3)  # keeps neighbouring rows apart
     return grid
 
 
