@@ -161,7 +161,11 @@ def main(argv=None) -> None:
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--gradient-checkpointing", action="store_true")
+    parser.add_argument("--note", default="", help="conditions worth recording beside the numbers")
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     args = parser.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     gpu = args.device == "cuda"
     dtype = torch.bfloat16 if gpu else torch.float32
@@ -177,11 +181,12 @@ def main(argv=None) -> None:
         trainable_params=sum(p.numel() for p in model.encoder.parameters() if p.requires_grad),
         decoder_params=sum(p.numel() for p in decoder.parameters()),
         command="python " + " ".join(sys.argv),
+        note=args.note,
         machine=machine(args.device),
         torch=torch.__version__,
         date=datetime.now(timezone.utc).isoformat(timespec="seconds"),
     )
-    write(result, f"throughput-{args.config}-{args.device}")
+    write(result, f"throughput-{args.config}-{args.device}{'-%dthread' % args.threads if args.threads else ''}")
 
 
 def write(result: dict, name: str) -> None:
@@ -200,7 +205,7 @@ def write(result: dict, name: str) -> None:
         f"- trainable encoder parameters: {result['trainable_params']:,}; frozen decoder parameters: "
         f"{result['decoder_params']:,}",
         f"- date: {result['date']}",
-    ]
+    ] + ([f"- note: {result['note']}"] if result.get("note") else [])
     (RESULTS / f"{name}.md").write_text("\n".join(rows + meta) + "\n")
     print("\n".join(rows + meta))
 
