@@ -67,7 +67,7 @@ def fixed_loss(decoder, images, text_states):
 
 
 # one xdist worker per decoder variant, so each decoder is pretrained once
-GROUPED = [pytest.param(*v, id=i, marks=pytest.mark.xdist_group(i)) for v, i in zip(VARIANTS, VARIANT_IDS)]
+GROUPED = [pytest.param(*v, id=i, marks=pytest.mark.xdist_group(name=i)) for v, i in zip(VARIANTS, VARIANT_IDS)]
 
 
 @pytest.mark.parametrize("latent, prediction_type", GROUPED)

@@ -120,13 +120,16 @@ class DeDiffusion(nn.Module):
     def from_pretrained(
         cls, path: str | Path, decoder: TextToImageDecoder | None = None, device: str | torch.device = "cpu"
     ) -> DeDiffusion:
-        """Load an encoder folder; the decoder is loaded from the recorded location unless given.
+        """Load an encoder folder (or `bundled:NAME`); the decoder is loaded from the recorded location
+        unless given.
 
         Raises CheckpointMismatchError when the decoder's vocabulary differs from the one trained for.
         """
         from safetensors.torch import load_file
 
-        path = Path(path)
+        from ..assets import resolve
+
+        path = Path(resolve(path))
         if not (path / WEIGHTS_NAME).is_file():
             raise FileNotFoundError(f"'{path}' is not a De-Diffusion model folder (no {WEIGHTS_NAME})")
         config = load_config(str(path / CONFIG_NAME))
