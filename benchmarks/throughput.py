@@ -186,7 +186,8 @@ def main(argv=None) -> None:
         torch=torch.__version__,
         date=datetime.now(timezone.utc).isoformat(timespec="seconds"),
     )
-    write(result, f"throughput-{args.config}-{args.device}{'-%dthread' % args.threads if args.threads else ''}")
+    suffix = f"-{args.threads}thread" if args.threads else ""
+    write(result, f"throughput-{args.config}-{args.device}{suffix}")
 
 
 def write(result: dict, name: str) -> None:

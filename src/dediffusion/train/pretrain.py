@@ -41,14 +41,16 @@ def pretrain_text_to_image(
     seed: int = 0,
     log_every: int = 100,
     ema_decay: float = 0.0,
+    train_text_encoder: bool = True,
 ) -> list[float]:
     """Train `decoder.unet` and `decoder.text_encoder` in place; return the loss of every step.
 
     With `ema_decay > 0` the weights left in the decoder are an exponential moving average of the
-    trained ones (warmed up as min(ema_decay, (1 + step) / (10 + step))). The VAE (if any) stays as
-    it is; the decoder is frozen again afterwards.
+    trained ones (warmed up as min(ema_decay, (1 + step) / (10 + step))). With
+    `train_text_encoder=False` only the UNet learns (a frozen pretrained text encoder, as Stable
+    Diffusion's CLIP). The VAE (if any) stays as it is; the decoder is frozen again afterwards.
     """
-    parts = [decoder.unet, decoder.text_encoder]
+    parts = [decoder.unet, decoder.text_encoder] if train_text_encoder else [decoder.unet]
     for part in parts:
         part.requires_grad_(True)
     params = [p for part in parts for p in part.parameters()]
@@ -60,7 +62,8 @@ def pretrain_text_to_image(
         for step in range(steps):
             images, captions = sample(batch_size, step)
             seeds = [(seed << 32) + step * batch_size + i for i in range(len(captions))]
-            states = decoder.encode_text(captions)
+            with torch.set_grad_enabled(train_text_encoder):
+                states = decoder.encode_text(captions)
             loss = decoder.denoising_loss(images, states, sample_generators(seeds, decoder.device)).mean()
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
@@ -94,9 +97,18 @@ def pretrain_vae(
     learning_rate: float = 1e-3,
     kl_weight: float = 1e-6,
     log_every: int = 100,
+    loss: str = "l1",
 ) -> list[float]:
-    """Train the decoder's VAE as an autoencoder (L1 + a small KL term); set its scaling factor so
-    latents have unit variance, as Stable Diffusion does."""
+    """Train the decoder's VAE as an autoencoder; set its scaling factor so latents have unit
+    variance, as Stable Diffusion does.
+
+    `loss="l1"`: L1 of a posterior sample + `kl_weight` * KL (Stable Diffusion's recipe).
+    `loss="mse"`: 4 * MSE of the posterior mean + 0.1 * mean posterior variance. It learns small
+    objects on flat backgrounds several times faster (L1's median favours the background) and keeps
+    the posterior noise small, so the latents diffusion trains on are nearly deterministic.
+    """
+    if loss not in ("l1", "mse"):
+        raise ValueError(f"loss must be 'l1' or 'mse', got {loss!r}")
     vae = decoder.vae
     vae.requires_grad_(True)
     optimizer = torch.optim.AdamW(vae.parameters(), lr=learning_rate, weight_decay=0.0)
@@ -105,14 +117,12 @@ def pretrain_vae(
     try:
         for step in range(steps):
             images, _ = sample(batch_size, step)
-            dist = vae.encode(images).latent_dist
-            recon = vae.decode(dist.sample()).sample
-            loss = (recon - images).abs().mean() + kl_weight * dist.kl().mean()
+            value = _vae_loss(vae, images, loss, kl_weight)
             optimizer.zero_grad(set_to_none=True)
-            loss.backward()
+            value.backward()
             optimizer.step()
             schedule.step()
-            losses.append(loss.item())
+            losses.append(value.item())
             if log_every and (step + 1) % log_every == 0:
                 logger.info("vae step %d/%d loss %.4f", step + 1, steps, sum(losses[-log_every:]) / log_every)
         with torch.no_grad():
@@ -122,3 +132,12 @@ def pretrain_vae(
     finally:
         decoder.requires_grad_(False)
     return losses
+
+
+def _vae_loss(vae, images: torch.Tensor, loss: str, kl_weight: float) -> torch.Tensor:
+    dist = vae.encode(images).latent_dist
+    if loss == "mse":
+        recon = vae.decode(dist.mean).sample
+        return 4.0 * (recon - images).pow(2).mean() + 0.1 * dist.var.mean()
+    recon = vae.decode(dist.sample()).sample
+    return (recon - images).abs().mean() + kl_weight * dist.kl().mean()
