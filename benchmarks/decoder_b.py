@@ -15,12 +15,11 @@ import argparse
 import datetime
 import json
 import logging
-import platform
 import sys
 import time
 from pathlib import Path
 
-import torch
+from record import machine
 
 from dediffusion.eval.grid import save_grid
 from dediffusion.world import describe, render_batch, test_scenes
@@ -28,16 +27,6 @@ from dediffusion.world.decoder_b import default_decoder_b_path, evaluate_decoder
 from dediffusion.world.decoders import generate_for_scenes
 
 SOURCES = ("description", "human", "empty")
-
-
-def machine() -> dict:
-    return {
-        "processor": platform.processor() or platform.machine(),
-        "uname": " ".join(platform.uname()),
-        "python": platform.python_version(),
-        "torch": torch.__version__,
-        "torch_threads": torch.get_num_threads(),
-    }
 
 
 def folder_bytes(path: Path) -> int:

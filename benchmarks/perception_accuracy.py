@@ -13,13 +13,13 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
-import platform
 import sys
 import time
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from record import machine
 
 from dediffusion.eval.scene_accuracy import (
     FACT_KINDS,
@@ -74,16 +74,6 @@ def evaluate_perturbed(model: PerceptionModel, num_scenes: int, batch_size: int)
 
 def _perfect(scene, prediction) -> bool:
     return fact_accuracy(scene, prediction) == 1.0
-
-
-def machine() -> dict:
-    return {
-        "processor": platform.processor() or platform.machine(),
-        "uname": " ".join(platform.uname()),
-        "python": platform.python_version(),
-        "torch": torch.__version__,
-        "torch_threads": torch.get_num_threads(),
-    }
 
 
 def to_markdown(record: dict) -> str:

@@ -20,15 +20,6 @@ from dediffusion.world.perception import (
 TINY = PerceptionConfig(channels=(8, 16), hidden=16)
 
 
-@pytest.fixture
-def one_thread():
-    """Tiny convolutions gain nothing from threads and slow down badly when cores are shared."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def _tiny_model(seed=0):
     torch.manual_seed(seed)
     return PerceptionModel(TINY).eval()
@@ -96,7 +87,7 @@ def test_load_rejects_missing_files_and_other_vocabularies(tmp_path):
         PerceptionModel.load(tmp_path)
 
 
-def test_short_training_beats_an_untrained_model(one_thread):
+def test_short_training_beats_an_untrained_model():
     scenes = train_scenes(64, seed=99)  # another seed than training's
     images = render_batch(scenes)
     before = scene_accuracy(scenes, _tiny_model().predict(images))
@@ -106,7 +97,7 @@ def test_short_training_beats_an_untrained_model(one_thread):
     assert model.metadata["train"]["steps"] == 60
 
 
-def test_main_trains_and_records_its_command(tmp_path, one_thread):
+def test_main_trains_and_records_its_command(tmp_path):
     main(["--out", str(tmp_path), "--steps", "2", "--batch-size", "4", "--log-every", "1"])
     metadata = PerceptionModel.load(tmp_path).metadata
     assert metadata["command"].endswith(f"--out {tmp_path} --steps 2 --batch-size 4 --log-every 1")

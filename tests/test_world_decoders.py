@@ -21,14 +21,6 @@ TINY = {
 }
 
 
-@pytest.fixture
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def tiny_decoder_dir(tmp_path_factory):
     out = tmp_path_factory.mktemp("decoders") / "decoder_a"
@@ -45,7 +37,7 @@ def test_world_sampler_draws_training_scenes_with_captions():
     assert not set(map(repr, train_scenes(50, seed=3))) & set(map(repr, test_scenes(50)))
 
 
-def test_pretrain_writes_loadable_folder_with_record(tiny_decoder_dir, one_thread):
+def test_pretrain_writes_loadable_folder_with_record(tiny_decoder_dir):
     record = json.loads((tiny_decoder_dir / "training.json").read_text())
     assert record["settings"]["steps"] == 2 and record["command"] == "test" and record["wall_time_s"] > 0
     assert not list(tiny_decoder_dir.parent.glob(".decoder_a.tmp-*"))
@@ -55,7 +47,7 @@ def test_pretrain_writes_loadable_folder_with_record(tiny_decoder_dir, one_threa
     assert images.shape == (1, 3, 32, 32)
 
 
-def test_folder_loads_as_stable_diffusion_pipeline(tiny_decoder_dir, one_thread):
+def test_folder_loads_as_stable_diffusion_pipeline(tiny_decoder_dir):
     from diffusers import StableDiffusionPipeline
 
     pipe = StableDiffusionPipeline.from_pretrained(tiny_decoder_dir, safety_checker=None)
@@ -63,7 +55,7 @@ def test_folder_loads_as_stable_diffusion_pipeline(tiny_decoder_dir, one_thread)
     assert out.images.shape == (1, 3, 32, 32)
 
 
-def test_evaluate_decoder_returns_accuracy(tiny_decoder_dir, one_thread):
+def test_evaluate_decoder_returns_accuracy(tiny_decoder_dir):
     score = evaluate_decoder(tiny_decoder_dir, "description", n=4, num_inference_steps=2)
     assert 0.0 <= score <= 1.0
     with pytest.raises(ValueError, match="prompts_from"):
