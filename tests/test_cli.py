@@ -17,7 +17,7 @@ def model_dir(tmp_path_factory, micro_decoder_dir):
     return path
 
 
-@pytest.mark.parametrize("command", ["train", "encode", "reconstruct"])
+@pytest.mark.parametrize("command", ["train", "encode", "reconstruct", "demo"])
 def test_every_subcommand_has_help_with_defaults(command, capsys):
     with pytest.raises(SystemExit) as exit_info:
         build_parser().parse_args([command, "--help"])

@@ -5,6 +5,7 @@ import json
 import pytest
 import torch
 
+from dediffusion.cli import main
 from dediffusion.eval.scene_accuracy import scene_accuracy
 from dediffusion.world import render_batch, test_scenes, train_scenes
 from dediffusion.world.perception import (
@@ -12,7 +13,6 @@ from dediffusion.world.perception import (
     PerceptionConfig,
     PerceptionModel,
     augment,
-    main,
     scene_targets,
     train_perception,
 )
@@ -98,9 +98,10 @@ def test_short_training_beats_an_untrained_model():
 
 
 def test_main_trains_and_records_its_command(tmp_path):
-    main(["--out", str(tmp_path), "--steps", "2", "--batch-size", "4", "--log-every", "1"])
+    args = ["world", "pretrain-perception", "--out", str(tmp_path), "--steps", "2", "--batch-size", "4"]
+    assert main(args) == 0
     metadata = PerceptionModel.load(tmp_path).metadata
-    assert metadata["command"].endswith(f"--out {tmp_path} --steps 2 --batch-size 4 --log-every 1")
+    assert metadata["command"] == "dediffusion " + " ".join(args)
     assert metadata["wall_time_s"] >= 0
 
 

@@ -5,6 +5,7 @@ import json
 import pytest
 import torch
 
+from dediffusion.cli import main
 from dediffusion.models.decoder import TextToImageDecoder
 from dediffusion.world.decoders import default_decoder_path, evaluate_decoder, pretrain_decoder_a, world_sampler
 from dediffusion.world.render import render_batch
@@ -78,3 +79,14 @@ def test_vae_loss_must_be_known():
     decoder = build_micro_decoder(["red"], resolution=8, latent=True, unet_channels=(8, 16), vae_channels=(8, 8))
     with pytest.raises(ValueError, match="loss"):
         pretrain_vae(decoder, world_sampler(), 1, 2, loss="huber")
+
+
+def test_cli_pretrains_decoder_a_and_records_the_command(tmp_path, caplog):
+    args = ["world", "pretrain-decoder", "a", "--out", str(tmp_path / "a"), "--steps", "1", "--vae-steps", "1"]
+    assert main(args) == 0
+    record = json.loads((tmp_path / "a" / "training.json").read_text())
+    assert record["command"] == "dediffusion " + " ".join(args)
+    assert record["settings"]["steps"] == 1 and record["settings"]["vae_steps"] == 1
+    assert TextToImageDecoder.from_pretrained(tmp_path / "a").vae is not None
+    with pytest.raises(SystemExit, match="no VAE"):
+        main(["world", "pretrain-decoder", "b", "--out", str(tmp_path / "b"), "--vae-steps", "3"])

@@ -21,6 +21,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_encode(commands)
     add_reconstruct(commands)
     add_world(commands)
+    add_demo(commands)
     return parser
 
 
@@ -74,6 +75,34 @@ def add_reconstruct(commands) -> None:
     parser.set_defaults(handler=run_reconstruct)
 
 
+def add_demo(commands) -> None:
+    parser = commands.add_parser(
+        "demo",
+        help="bundled world: test images -> De-Diffusion text -> images redrawn by decoders A and B",
+        formatter_class=Formatter,
+    )
+    parser.add_argument("--out", "-o", default="demo.png", help="grid PNG to write")
+    parser.add_argument("-n", "--num-images", type=int, default=8, help="how many test images")
+    parser.add_argument("--model", default="bundled:world_encoder", help="De-Diffusion model folder")
+    parser.add_argument("--decoder-b", default="bundled:decoder_b", help="the third-party decoder folder")
+    parser.add_argument("--guidance-scale", type=float, default=3.0, help="classifier-free guidance scale")
+    parser.add_argument("--num-inference-steps", type=int, default=25, help="denoising steps")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the first image's noise")
+    parser.set_defaults(handler=run_demo)
+
+
+def run_demo(args) -> int:
+    from .world.demo import run_demo as demo
+
+    result = demo(
+        args.out, args.num_images, args.model, args.decoder_b, args.guidance_scale, args.num_inference_steps, args.seed
+    )
+    for text, description in zip(result.texts, result.descriptions):
+        sys.stdout.write(f"{text}\n    (true scene: {description})\n")
+    logger.info("wrote %s (columns: test image | text | decoder A | decoder B)", result.grid)
+    return 0
+
+
 def add_world(commands) -> None:
     world = commands.add_parser("world", help="the bundled procedural world", formatter_class=Formatter)
     actions = world.add_subparsers(dest="action", required=True)
@@ -84,6 +113,76 @@ def add_world(commands) -> None:
     sample.add_argument("--seed", type=int, default=None, help="training-split seed (default 0)")
     sample.add_argument("--size", type=int, default=32, help="image side in pixels")
     sample.set_defaults(handler=run_world_sample)
+
+    decoder = actions.add_parser(
+        "pretrain-decoder",
+        help="pretrain the world's text-to-image decoder A (latent, own CLIP-style text encoder) or B "
+        "(pixel space, frozen MiniLM) from scratch",
+        formatter_class=Formatter,
+    )
+    decoder.add_argument("which", choices=("a", "b"), help="which decoder")
+    decoder.add_argument("--out", required=True, help="diffusers folder to write (replaced atomically at the end)")
+    decoder.add_argument("--steps", type=int, default=None, help="UNet optimiser steps (default: the bundled model's)")
+    decoder.add_argument("--vae-steps", type=int, default=None, help="decoder A: VAE optimiser steps")
+    decoder.add_argument("--seed", type=int, default=None, help="seed (default: the bundled model's)")
+    add_threads_arg(decoder)
+    decoder.set_defaults(handler=run_world_pretrain_decoder)
+
+    perception = actions.add_parser(
+        "pretrain-perception",
+        help="train the perception model that reads scene graphs back from pixels",
+        formatter_class=Formatter,
+    )
+    perception.add_argument("--out", required=True, help="folder for model.safetensors and config.json")
+    perception.add_argument("--steps", type=int, default=1500, help="optimiser steps")
+    perception.add_argument("--batch-size", type=int, default=128, help="scenes per step")
+    perception.add_argument("--seed", type=int, default=0, help="seed of the scenes and the weights")
+    add_threads_arg(perception)
+    perception.set_defaults(handler=run_world_pretrain_perception)
+
+
+def add_threads_arg(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+
+
+def set_threads(args) -> None:
+    if args.threads is not None:
+        import torch
+
+        torch.set_num_threads(args.threads)
+
+
+def run_world_pretrain_decoder(args) -> int:
+    set_threads(args)
+    options = {k: v for k, v in (("steps", args.steps), ("seed", args.seed)) if v is not None}
+    if args.which == "a":
+        from .world.decoders import pretrain_decoder_a
+
+        if args.vae_steps is not None:
+            options["vae_steps"] = args.vae_steps
+        pretrain_decoder_a(args.out, command=args.command_line, **options)
+    else:
+        from .world.decoder_b import pretrain_decoder_b
+
+        if args.vae_steps is not None:
+            raise SystemExit("error: decoder B has no VAE; drop --vae-steps")
+        pretrain_decoder_b(args.out, command=args.command_line, **options)
+    return 0
+
+
+def run_world_pretrain_perception(args) -> int:
+    import time
+
+    from .world.perception import train_perception
+
+    set_threads(args)
+    start = time.perf_counter()
+    model = train_perception(steps=args.steps, batch_size=args.batch_size, seed=args.seed)
+    model.metadata["command"] = args.command_line
+    model.metadata["command_wall_time_s"] = round(time.perf_counter() - start, 1)
+    model.save(args.out)
+    logger.info("saved the perception model to %s", args.out)
+    return 0
 
 
 def run_world_sample(args) -> int:
@@ -179,6 +278,7 @@ def report(done: int, errors: list) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    args.command_line = " ".join(["dediffusion", *(sys.argv[1:] if argv is None else argv)])  # recorded by pretraining
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(message)s")
     from .errors import USER_ERRORS
 

@@ -18,18 +18,16 @@ decoder (offline; it raises ``DecoderLoadError`` if the package is missing or it
 
 The bundled copy lives in ``dediffusion/assets/decoder_b``; reproduce it with
 
-    python -m dediffusion.world.decoder_b --out src/dediffusion/assets/decoder_b --threads 2
+    dediffusion world pretrain-decoder b --out src/dediffusion/assets/decoder_b
 
 and measure it with ``python benchmarks/decoder_b.py``.
 """
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import json
 import logging
-import sys
 import time
 from collections.abc import Sequence
 from importlib import resources
@@ -48,7 +46,7 @@ TEXT_ENCODER_FOLDER = "model"
 # Longest full description of the world is 32 WordPiece ids with [CLS] and [SEP]; room for longer text.
 MAX_LENGTH = 40
 REFERENCE_FILE = "reference.json"
-LOADER_MODULE = "dediffusion.world.decoder_b"  # not __name__, which is "__main__" under python -m
+LOADER_MODULE = "dediffusion.world.decoder_b"
 # UNet of decoder B: full-resolution levels are convolutional (attention at 32x32 or 16x16 costs
 # more than it gives on a CPU); the 8x8 level cross-attends to the MiniLM states, and an attention-
 # pooled text embedding joins the timestep embedding of every block (addition_embed_type="text").
@@ -309,28 +307,3 @@ def evaluate_decoder_b(
         if source == "empty":
             results[source] = {str(float(s)): results[source][str(float(scales[0]))] for s in guidance_scales}
     return results
-
-
-def main(argv: Sequence[str] | None = None) -> Path:
-    """``python -m dediffusion.world.decoder_b --out DIR``: pretrain decoder B and save it."""
-    parser = argparse.ArgumentParser(prog="python -m dediffusion.world.decoder_b", description=__doc__)
-    parser.add_argument("--out", required=True, help="folder to write")
-    parser.add_argument("--steps", type=int, default=1100)
-    parser.add_argument("--batch-size", type=int, default=32)
-    parser.add_argument("--seed", type=int, default=1)
-    parser.add_argument("--lr", type=float, default=2e-3)
-    parser.add_argument("--ema-decay", type=float, default=0.995)
-    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
-    if args.threads is not None:
-        torch.set_num_threads(args.threads)
-    argv = sys.argv[1:] if argv is None else list(argv)
-    return pretrain_decoder_b(
-        args.out, args.steps, args.batch_size, args.seed, args.lr, args.ema_decay,
-        command=" ".join([parser.prog, *argv]),
-    )  # fmt: skip
-
-
-if __name__ == "__main__":
-    main()

@@ -9,7 +9,7 @@ guidance). It is saved as a diffusers folder that ``StableDiffusionPipeline.from
 with ``training.json`` (command, steps, wall time, machine, date) beside it. The bundled copy lives
 in ``dediffusion/assets/decoder_a``; reproduce it with
 
-    python -m dediffusion.world.decoders --out src/dediffusion/assets/decoder_a --threads 1
+    dediffusion world pretrain-decoder a --out src/dediffusion/assets/decoder_a
 
 ``evaluate_decoder`` generates from prompts of the first test scenes (full description, human caption
 or empty) with fixed seeds and scores the images with the world's perception model.
@@ -17,12 +17,10 @@ or empty) with fixed seeds and scores the images with the world's perception mod
 
 from __future__ import annotations
 
-import argparse
 import datetime
 import json
 import logging
 import platform
-import sys
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -66,15 +64,15 @@ def default_decoder_path() -> Path:
     return ASSETS_DIR / "decoder_a"
 
 
-def world_sampler(seed: int = 0, p_empty: float = 0.1, p_full: float = 0.4):
-    """`sample(batch_size, step) -> (images (B, 3, 32, 32) in [-1, 1], captions)` over fresh
-    training scenes: step k draws scenes k * batch_size ... of the training stream of `seed`."""
+def world_sampler(seed: int = 0, p_empty: float = 0.1, p_full: float = 0.4, resolution: int = RESOLUTION):
+    """`sample(batch_size, step) -> (images (B, 3, resolution, resolution) in [-1, 1], captions)` over
+    fresh training scenes: step k draws scenes k * batch_size ... of the training stream of `seed`."""
 
     def sample(batch_size: int, step: int) -> tuple[torch.Tensor, list[str]]:
         scenes = train_scenes(batch_size, seed=seed, start=step * batch_size)
         rng = np.random.default_rng([seed, step])
         captions = [sample_caption(scene, rng, p_empty=p_empty, p_full=p_full) for scene in scenes]
-        return render_batch(scenes, RESOLUTION), captions
+        return render_batch(scenes, resolution), captions
 
     return sample
 
@@ -110,14 +108,16 @@ def pretrain_decoder_a(
     architecture = {**DECODER_A_CONFIG, **(config or {})}
     decoder = build_micro_decoder(VOCABULARY, **architecture)
     # the VAE sees another slice of the stream than the UNet; both only ever see training scenes
-    vae_losses = pretrain_vae(
-        decoder, world_sampler(seed + 1), vae_steps, vae_batch_size, vae_learning_rate, loss="mse"
-    )
-    vae_accuracy = vae_reconstruction_accuracy(decoder)
-    logger.info("VAE reconstructions: scene accuracy %.4f on 200 test scenes", vae_accuracy)
+    resolution = architecture["resolution"]
+    vae_sample = world_sampler(seed + 1, resolution=resolution)
+    vae_losses = pretrain_vae(decoder, vae_sample, vae_steps, vae_batch_size, vae_learning_rate, loss="mse")
+    # the perception model reads 32x32 images only; smaller test-size decoders are not scored
+    vae_accuracy = vae_reconstruction_accuracy(decoder) if resolution == RESOLUTION else None
+    if vae_accuracy is not None:
+        logger.info("VAE reconstructions: scene accuracy %.4f on 200 test scenes", vae_accuracy)
     losses = pretrain_text_to_image(
         decoder,
-        world_sampler(seed, p_full=p_full),
+        world_sampler(seed, p_full=p_full, resolution=resolution),
         steps,
         batch_size,
         learning_rate,
@@ -221,31 +221,3 @@ def evaluate_decoder(
     perception = PerceptionModel.load()
     predictions = [p for chunk in images.split(256) for p in perception.predict(chunk)]
     return scene_accuracy(scenes, predictions)
-
-
-def main(argv: Sequence[str] | None = None) -> Path:
-    """``python -m dediffusion.world.decoders --out DIR``: pretrain decoder A and save it."""
-    parser = argparse.ArgumentParser(prog="python -m dediffusion.world.decoders", description=__doc__)
-    parser.add_argument("--out", required=True, help="diffusers folder to write")
-    parser.add_argument("--vae-steps", type=int, default=1000)
-    parser.add_argument("--steps", type=int, default=1300)
-    parser.add_argument("--batch-size", type=int, default=64)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--lr", type=float, default=1e-3)
-    parser.add_argument("--vae-lr", type=float, default=2e-3)
-    parser.add_argument("--vae-batch-size", type=int, default=32)
-    parser.add_argument("--ema-decay", type=float, default=0.995)
-    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
-    if args.threads is not None:
-        torch.set_num_threads(args.threads)
-    argv = sys.argv[1:] if argv is None else list(argv)
-    return pretrain_decoder_a(
-        args.out, args.vae_steps, args.steps, args.batch_size, args.seed, args.lr, args.vae_lr,
-        args.vae_batch_size, args.ema_decay, command=" ".join([parser.prog, *argv]),
-    )  # fmt: skip
-
-
-if __name__ == "__main__":
-    main()

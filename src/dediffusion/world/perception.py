@@ -11,17 +11,15 @@ augmentation so that nuisances of reconstructions are not read as objects. Weigh
 ``model.safetensors`` and ``config.json`` (architecture, vocabularies, how it was trained); the
 trained default is bundled under ``dediffusion/assets/perception`` and loads with
 ``PerceptionModel.load()``. Reproduce it (about 4 minutes on one CPU thread) with
-``python -m dediffusion.world.perception --out src/dediffusion/assets/perception --steps 1500 --threads 1``.
+``dediffusion world pretrain-perception --out src/dediffusion/assets/perception --threads 1``.
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import math
 import os
-import sys
 import time
 import uuid
 from collections.abc import Sequence
@@ -163,7 +161,7 @@ class PerceptionModel(nn.Module):
             if not (folder / name).is_file():
                 raise FileNotFoundError(
                     f"{folder / name} not found; perception weights are a folder with {WEIGHTS_FILE} and "
-                    f"{CONFIG_FILE} (train them with `python -m dediffusion.world.perception --out DIR`)"
+                    f"{CONFIG_FILE} (train them with `dediffusion world pretrain-perception --out DIR`)"
                 )
         saved = json.loads((folder / CONFIG_FILE).read_text())
         _check_vocabularies(saved.get("vocabularies", {}), folder)
@@ -295,43 +293,6 @@ def train_perception(
     return model
 
 
-def main(argv: Sequence[str] | None = None) -> PerceptionModel:
-    """``python -m dediffusion.world.perception --out DIR``: train and save perception weights."""
-    parser = argparse.ArgumentParser(prog="python -m dediffusion.world.perception", description=__doc__)
-    parser.add_argument("--out", required=True, help="folder to write model.safetensors + config.json")
-    parser.add_argument("--num-scenes", type=int, default=1_000_000)
-    parser.add_argument("--steps", type=int, default=1500)
-    parser.add_argument("--batch-size", type=int, default=128)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--lr", type=float, default=3e-3)
-    parser.add_argument("--log-every", type=int, default=100)
-    parser.add_argument("--noise-std", type=float, default=0.1)
-    parser.add_argument("--blur-prob", type=float, default=0.25)
-    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
-    if args.threads is not None:
-        torch.set_num_threads(args.threads)
-    start = time.perf_counter()
-    model = train_perception(
-        args.num_scenes,
-        args.steps,
-        args.batch_size,
-        args.seed,
-        None,
-        args.log_every,
-        args.lr,
-        noise_std=args.noise_std,
-        blur_prob=args.blur_prob,
-    )
-    argv = sys.argv[1:] if argv is None else list(argv)
-    model.metadata["command"] = " ".join([parser.prog, *argv])
-    model.metadata["command_wall_time_s"] = round(time.perf_counter() - start, 1)
-    model.save(args.out)
-    logger.info("saved perception weights to %s", args.out)
-    return model
-
-
 def _cell_patches(features: torch.Tensor, grid: int) -> torch.Tensor:
     """Pool (B, C, h, w) to (B, C, 3g, 3g) and gather each cell's g x g patch: (B, 9, C * g * g)."""
     pooled = F.adaptive_avg_pool2d(features, GRID * grid)
@@ -370,7 +331,7 @@ def _check_vocabularies(saved: dict[str, list[str]], folder: Path) -> None:
         if tuple(saved.get(name, ())) != vocabulary:
             raise ValueError(
                 f"{folder / CONFIG_FILE}: the {name} vocabulary {saved.get(name)} differs from this "
-                f"world's {list(vocabulary)}; retrain with `python -m dediffusion.world.perception`"
+                f"world's {list(vocabulary)}; retrain with `dediffusion world pretrain-perception`"
             )
 
 
@@ -382,7 +343,3 @@ def _write_atomic(path: Path, data: bytes) -> None:
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
-
-
-if __name__ == "__main__":
-    main()
