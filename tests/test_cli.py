@@ -81,3 +81,9 @@ def test_world_sample_writes_images_and_descriptions(tmp_path):
     assert len(list((tmp_path / "w").glob("*.png"))) == 3
     records = [json.loads(line) for line in (tmp_path / "w" / "descriptions.jsonl").read_text().splitlines()]
     assert len(records) == 3 and all(r["description"] for r in records)
+
+
+def test_demo_without_the_bundled_encoder_is_a_clear_error(tmp_path, caplog):
+    missing = tmp_path / "no-model"
+    assert main(["demo", "--model", str(missing), "--out", str(tmp_path / "demo.png")]) == 2
+    assert str(missing) in caplog.text and not (tmp_path / "demo.png").exists()

@@ -25,7 +25,7 @@ TINY = {
 @pytest.fixture(scope="module")
 def tiny_decoder_dir(tmp_path_factory):
     out = tmp_path_factory.mktemp("decoders") / "decoder_a"
-    return pretrain_decoder_a(out, vae_steps=2, steps=2, batch_size=4, config=TINY, command="test")
+    return pretrain_decoder_a(out, vae_steps=2, text_steps=2, steps=2, batch_size=4, config=TINY, command="test")
 
 
 def test_world_sampler_draws_training_scenes_with_captions():
@@ -51,7 +51,8 @@ def test_pretrain_writes_loadable_folder_with_record(tiny_decoder_dir):
 def test_folder_loads_as_stable_diffusion_pipeline(tiny_decoder_dir):
     from diffusers import StableDiffusionPipeline
 
-    pipe = StableDiffusionPipeline.from_pretrained(tiny_decoder_dir, safety_checker=None)
+    # weights are stored in float16 (bundle size); ask diffusers for float32 on the CPU
+    pipe = StableDiffusionPipeline.from_pretrained(tiny_decoder_dir, safety_checker=None, dtype=torch.float32)
     out = pipe("a large blue square", height=32, width=32, num_inference_steps=2, output_type="pt")
     assert out.images.shape == (1, 3, 32, 32)
 
@@ -82,11 +83,12 @@ def test_vae_loss_must_be_known():
 
 
 def test_cli_pretrains_decoder_a_and_records_the_command(tmp_path, caplog):
-    args = ["world", "pretrain-decoder", "a", "--out", str(tmp_path / "a"), "--steps", "1", "--vae-steps", "1"]
+    steps = ["--steps", "1", "--vae-steps", "1", "--text-steps", "1"]
+    args = ["world", "pretrain-decoder", "a", "--out", str(tmp_path / "a"), *steps]
     assert main(args) == 0
     record = json.loads((tmp_path / "a" / "training.json").read_text())
     assert record["command"] == "dediffusion " + " ".join(args)
-    assert record["settings"]["steps"] == 1 and record["settings"]["vae_steps"] == 1
+    assert record["settings"]["steps"] == record["settings"]["vae_steps"] == record["settings"]["text_steps"] == 1
     assert TextToImageDecoder.from_pretrained(tmp_path / "a").vae is not None
-    with pytest.raises(SystemExit, match="no VAE"):
+    with pytest.raises(SystemExit, match="drop --vae-steps"):
         main(["world", "pretrain-decoder", "b", "--out", str(tmp_path / "b"), "--vae-steps", "3"])

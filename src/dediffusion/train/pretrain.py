@@ -42,6 +42,7 @@ def pretrain_text_to_image(
     log_every: int = 100,
     ema_decay: float = 0.0,
     train_text_encoder: bool = True,
+    timestep_bias: float = 0.0,
 ) -> list[float]:
     """Train `decoder.unet` and `decoder.text_encoder` in place; return the loss of every step.
 
@@ -49,6 +50,10 @@ def pretrain_text_to_image(
     trained ones (warmed up as min(ema_decay, (1 + step) / (10 + step))). With
     `train_text_encoder=False` only the UNet learns (a frozen pretrained text encoder, as Stable
     Diffusion's CLIP). The VAE (if any) stays as it is; the decoder is frozen again afterwards.
+
+    `timestep_bias` > 0 draws training timesteps with density proportional to t ** timestep_bias
+    (0: uniform). High-noise steps are where the text decides the layout: on the bundled world a
+    bias of 3 made a micro decoder place objects where the text says markedly sooner.
     """
     parts = [decoder.unet, decoder.text_encoder] if train_text_encoder else [decoder.unet]
     for part in parts:
@@ -64,7 +69,9 @@ def pretrain_text_to_image(
             seeds = [(seed << 32) + step * batch_size + i for i in range(len(captions))]
             with torch.set_grad_enabled(train_text_encoder):
                 states = decoder.encode_text(captions)
-            loss = decoder.denoising_loss(images, states, sample_generators(seeds, decoder.device)).mean()
+            generators = sample_generators(seeds, decoder.device)
+            timesteps = biased_timesteps(generators, decoder.scheduler.config.num_train_timesteps, timestep_bias)
+            loss = decoder.denoising_loss(images, states, generators, timesteps).mean()
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(params, 1.0)
@@ -82,6 +89,18 @@ def pretrain_text_to_image(
     finally:
         decoder.requires_grad_(False)
     return losses
+
+
+def biased_timesteps(generators, num_train_timesteps: int, bias: float) -> torch.Tensor | None:
+    """One timestep per generator with density proportional to t ** bias; None (uniform, drawn by
+    the loss itself) when bias is 0."""
+    if bias == 0:
+        return None
+    if bias < 0:
+        raise ValueError(f"timestep_bias must be >= 0, got {bias}")
+    device = generators[0].device
+    u = torch.cat([torch.rand(1, generator=g, device=device) for g in generators])
+    return (u.pow(1.0 / (1.0 + bias)) * num_train_timesteps).long().clamp(max=num_train_timesteps - 1)
 
 
 @torch.no_grad()

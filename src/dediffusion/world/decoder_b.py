@@ -20,7 +20,7 @@ The bundled copy lives in ``dediffusion/assets/decoder_b``; reproduce it with
 
     dediffusion world pretrain-decoder b --out src/dediffusion/assets/decoder_b
 
-and measure it with ``python benchmarks/decoder_b.py``.
+and measure it with ``python benchmarks/world.py``.
 """
 
 from __future__ import annotations
@@ -194,13 +194,14 @@ def _text_reference(max_length: int) -> dict[str, Any]:
 
 def pretrain_decoder_b(
     out_dir: str | Path,
-    steps: int = 1100,
+    steps: int = 1500,
     batch_size: int = 32,
     seed: int = 1,
     learning_rate: float = 2e-3,
     ema_decay: float = 0.995,
     p_empty: float = 0.1,
-    p_full: float = 0.4,
+    p_full: float = 0.5,
+    timestep_bias: float = 3.0,
     config: dict[str, Any] | None = None,
     max_length: int = MAX_LENGTH,
     command: str = "",
@@ -213,6 +214,7 @@ def pretrain_decoder_b(
         seed: seeds the UNet weights, the training scenes, the captions and the noise. The default
             differs from decoder A's, so the two models never see the same scene stream.
         p_empty, p_full: caption probabilities of ``sample_caption`` (empty / full description).
+        timestep_bias: favours high-noise timesteps (see ``pretrain_text_to_image``).
         config: overrides of `DECODER_B_CONFIG` (architecture, prediction type, noise schedule).
         command: recorded in training.json (the command line that made it).
     """
@@ -225,11 +227,12 @@ def pretrain_decoder_b(
     sample = world_sampler(seed, p_empty=p_empty, p_full=p_full)
     losses = pretrain_text_to_image(
         decoder, sample, steps, batch_size, learning_rate, seed, log_every=50, ema_decay=ema_decay,
-        train_text_encoder=False,
+        train_text_encoder=False, timestep_bias=timestep_bias,
     )  # fmt: skip
     settings = {
         "steps": steps, "batch_size": batch_size, "seed": seed, "learning_rate": learning_rate,
-        "ema_decay": ema_decay, "p_empty": p_empty, "p_full": p_full, "max_length": max_length,
+        "ema_decay": ema_decay, "p_empty": p_empty, "p_full": p_full, "timestep_bias": timestep_bias,
+        "max_length": max_length,
         "architecture": {**DECODER_B_CONFIG, **(config or {})}, "text_encoder": TEXT_ENCODER_PACKAGE,
     }  # fmt: skip
     record = _training_record(command, settings, time.perf_counter() - start, [], losses)
@@ -258,13 +261,14 @@ def save_decoder_b(decoder: TextToImageDecoder, out_dir: str | Path, record: dic
         "scheduler": ["diffusers", type(decoder.scheduler).__name__],
     }
     with atomic_folder(out_dir) as tmp:
-        decoder.unet.save_pretrained(tmp / "unet")
+        decoder.unet.to(torch.float16).save_pretrained(tmp / "unet")  # half the size; loads as float32
+        decoder.unet.to(torch.float32)
         decoder.scheduler.save_pretrained(tmp / "scheduler")
         for name in ("tokenizer", "text_encoder"):
             (tmp / name).mkdir()
             (tmp / name / REFERENCE_FILE).write_text(json.dumps(reference, indent=2) + "\n")
         (tmp / "model_index.json").write_text(json.dumps(index, indent=2) + "\n")
-        (tmp / "training.json").write_text(json.dumps(record or {}, indent=2) + "\n")
+        (tmp / "training.json").write_text(json.dumps({**(record or {}), "stored_dtype": "float16"}, indent=2) + "\n")
     logger.info("saved decoder B to %s", out_dir)
     return out_dir
 
