@@ -29,7 +29,6 @@ import hashlib
 import json
 import logging
 import time
-from collections.abc import Sequence
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -271,43 +270,3 @@ def save_decoder_b(decoder: TextToImageDecoder, out_dir: str | Path, record: dic
         (tmp / "training.json").write_text(json.dumps({**(record or {}), "stored_dtype": "float16"}, indent=2) + "\n")
     logger.info("saved decoder B to %s", out_dir)
     return out_dir
-
-
-# ---- evaluation ---------------------------------------------------------------------------------
-
-
-def evaluate_decoder_b(
-    decoder: TextToImageDecoder | None = None,
-    n: int = 100,
-    guidance_scales: Sequence[float] = (1.0, 2.0, 4.0),
-    prompt_sources: Sequence[str] = ("description", "human", "empty"),
-    num_inference_steps: int = 20,
-    seed: int = 0,
-) -> dict[str, dict[str, float]]:
-    """Scene accuracy of decoder B's images from prompts of the first `n` test scenes, per prompt
-    source and guidance scale (image i uses seed `seed + i` in every cell, so cells are comparable).
-
-    The empty prompt is generated once: with it, guidance changes nothing (conditional = unconditional).
-
-    Returns:
-        ``{source: {str(guidance_scale): accuracy in [0, 1]}}``.
-    """
-    from dediffusion.eval.scene_accuracy import scene_accuracy
-    from dediffusion.world.decoders import generate_for_scenes
-    from dediffusion.world.perception import PerceptionModel
-    from dediffusion.world.split import test_scenes
-
-    decoder = decoder or load_decoder_b()
-    perception = PerceptionModel.load()
-    scenes = test_scenes(n)
-    results: dict[str, dict[str, float]] = {}
-    for source in prompt_sources:
-        scales = guidance_scales[:1] if source == "empty" else guidance_scales
-        for scale in scales:
-            images = generate_for_scenes(decoder, scenes, source, scale, num_inference_steps, seed=seed)
-            predictions = [p for chunk in images.split(256) for p in perception.predict(chunk)]
-            results.setdefault(source, {})[str(float(scale))] = scene_accuracy(scenes, predictions)
-            logger.info("decoder B %s @ %.1f: %.3f", source, scale, results[source][str(float(scale))])
-        if source == "empty":
-            results[source] = {str(float(s)): results[source][str(float(scales[0]))] for s in guidance_scales}
-    return results
