@@ -33,6 +33,7 @@ def test_saved_config_loads_back_equal(tmp_path):
         ("encoder.width=30", "divisible by num_heads"),
         ("steps=3", "section.key=value"),
         ("tokens.straight_through=maybe", "true or false"),
+        ("train.timestep_bias=-1", "timestep_bias must be >= 0"),
     ],
 )
 def test_bad_values_are_refused_with_a_clear_message(override, message):

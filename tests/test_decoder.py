@@ -5,7 +5,7 @@ import torch
 import torch.nn.functional as F
 from conftest import VARIANT_IDS, VARIANTS, micro
 
-from dediffusion.models.decoder import DecoderLoadError, TextToImageDecoder
+from dediffusion.models.decoder import DecoderLoadError, TextToImageDecoder, sample_timesteps
 from dediffusion.models.dediffusion import sample_generators
 
 
@@ -92,6 +92,23 @@ def test_random_draws_are_per_sample_and_reproducible(decoder):
     again = decoder.denoising_loss(images, states, sample_generators([5, 6, 7], "cpu"))
     alone = decoder.denoising_loss(images[1:2], states[1:2], sample_generators([6], "cpu"))
     assert torch.equal(full, again) and torch.allclose(full[1:2], alone, atol=1e-6)
+
+
+@pytest.mark.parametrize("bias", [0.0, 1.0, 3.0])
+def test_timestep_bias_gives_density_proportional_to_t_to_the_bias(bias):
+    steps = sample_timesteps(sample_generators(range(4000), "cpu"), 1000, bias).float()
+    assert steps.min() >= 0 and steps.max() <= 999
+    # density ~ t^b on [0, T): mean = T (b + 1) / (b + 2), median = T 0.5^(1 / (b + 1))
+    assert steps.mean().item() == pytest.approx(1000 * (bias + 1) / (bias + 2), abs=15)
+    assert steps.median().item() == pytest.approx(1000 * 0.5 ** (1 / (bias + 1)), abs=20)
+
+
+def test_timestep_bias_is_per_sample_and_rejects_negative_values():
+    both = sample_timesteps(sample_generators([3, 4], "cpu"), 1000, 3.0)
+    alone = sample_timesteps(sample_generators([4], "cpu"), 1000, 3.0)
+    assert both[1] == alone[0]
+    with pytest.raises(ValueError, match="timestep_bias"):
+        sample_timesteps(sample_generators([0], "cpu"), 1000, -1.0)
 
 
 def test_generate_is_seeded_and_in_range(decoder):

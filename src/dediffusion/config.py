@@ -70,6 +70,7 @@ class TrainConfig:
     weight_decay: float = 0.01
     warmup_steps: int = 100
     max_grad_norm: float = 1.0
+    timestep_bias: float = 0.0  # diffusion timesteps drawn with density ~ t ** bias (0: uniform)
     seed: int = 0
     checkpoint_every: int = 500
     keep_checkpoints: int = 3
@@ -185,6 +186,7 @@ def validate(config: Any) -> Any:
                 "mixed_precision must be no, bf16 or fp16",
             ),
             (lambda c: c.keep_checkpoints >= 1, "keep_checkpoints must be at least 1"),
+            (lambda c: c.timestep_bias >= 0, "timestep_bias must be >= 0 (0: uniform timesteps)"),
         ],
         DecoderConfig: [
             (

@@ -229,9 +229,14 @@ class TextToImageDecoder(nn.Module):
         N placeholder positions of `template_ids(N)` (via a forward hook on the embedding layer, so
         the text encoder's own forward - positions, masks, layers, final norm - runs unchanged).
         """
-        batch, num_tokens, _ = probs.shape
         table = self.text_encoder.get_input_embeddings()
-        soft = probs.to(table.weight.dtype) @ table.weight  # (B, N, D)
+        return self.text_states_from_embeddings(probs.to(table.weight.dtype) @ table.weight)
+
+    def text_states_from_embeddings(self, soft: torch.Tensor) -> torch.Tensor:
+        """Hidden states (B, T, D) for N input embeddings (B, N, D) placed at the placeholder positions
+        of `template_ids(N)`; `soft_text_embeddings` is this with probabilities times the table."""
+        batch, num_tokens, _ = soft.shape
+        table = self.text_encoder.get_input_embeddings()
         ids, attention = (t.expand(batch, -1) for t in self.template_ids(num_tokens))
         offset = int(self._special_ids()[0] is not None)
 
@@ -282,17 +287,18 @@ class TextToImageDecoder(nn.Module):
         generators: Sequence[torch.Generator] | None = None,
         timesteps: torch.Tensor | None = None,
         noise: torch.Tensor | None = None,
+        timestep_bias: float = 0.0,
     ) -> torch.Tensor:
         """Per-sample denoising MSE (B,) of the decoder's own objective, conditioned on `text_states`.
 
-        Random timesteps/noise come from one generator per sample, unless given explicitly.
+        Random timesteps/noise come from one generator per sample, unless given explicitly; timesteps
+        are drawn by `sample_timesteps` with `timestep_bias`.
         """
         if generators is None and (timesteps is None or noise is None):
             raise ValueError("denoising_loss needs per-sample generators, or both timesteps and noise")
-        latents = self.to_latents(images, generators)
         if timesteps is None:
-            steps = self.scheduler.config.num_train_timesteps
-            timesteps = torch.cat([torch.randint(0, steps, (1,), generator=g, device=self.device) for g in generators])
+            timesteps = sample_timesteps(generators, self.scheduler.config.num_train_timesteps, timestep_bias)
+        latents = self.to_latents(images, generators)
         if noise is None:
             noise = per_sample_randn(latents.shape[1:], generators, self.device)
         timesteps, noise = timesteps.to(self.device), noise.to(self.device, torch.float32)
@@ -342,6 +348,20 @@ class TextToImageDecoder(nn.Module):
                 out = out_uncond + guidance_scale * (out_cond - out_uncond)
             latents = scheduler.step(out, t, latents).prev_sample
         return self.from_latents(latents)
+
+
+def sample_timesteps(
+    generators: Sequence[torch.Generator], num_train_timesteps: int, bias: float = 0.0
+) -> torch.Tensor:
+    """One training timestep per generator, with density proportional to t ** bias (0: uniform).
+
+    High-noise steps are where the text decides the layout; low-noise steps mostly denoise texture
+    that no text names. A bias of 3 puts half the draws above t = 0.84 T.
+    """
+    if bias < 0:
+        raise ValueError(f"timestep_bias must be >= 0, got {bias}")
+    u = torch.cat([torch.rand(1, generator=g, device=g.device) for g in generators])
+    return (u.pow(1.0 / (1.0 + bias)) * num_train_timesteps).long().clamp(max=num_train_timesteps - 1)
 
 
 def per_sample_randn(shape: Sequence[int], generators: Sequence[torch.Generator], device) -> torch.Tensor:

@@ -75,7 +75,10 @@ class DeDiffusion(nn.Module):
         temperature = self.temperature(step)
         noise = sample_gumbel(tuple(logits.shape[1:]), generators, self.device)
         probs = gumbel_softmax(logits, temperature, noise, self.config.tokens.straight_through)
-        per_sample = self.decoder.denoising_loss(images, self.decoder.soft_text_embeddings(probs), generators)
+        states = self.decoder.soft_text_embeddings(probs)
+        per_sample = self.decoder.denoising_loss(
+            images, states, generators, timestep_bias=self.config.train.timestep_bias
+        )
         return {
             "loss": per_sample.mean(),
             "loss_per_sample": per_sample.detach(),

@@ -70,8 +70,7 @@ def pretrain_text_to_image(
             with torch.set_grad_enabled(train_text_encoder):
                 states = decoder.encode_text(captions)
             generators = sample_generators(seeds, decoder.device)
-            timesteps = biased_timesteps(generators, decoder.scheduler.config.num_train_timesteps, timestep_bias)
-            loss = decoder.denoising_loss(images, states, generators, timesteps).mean()
+            loss = decoder.denoising_loss(images, states, generators, timestep_bias=timestep_bias).mean()
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(params, 1.0)
@@ -89,18 +88,6 @@ def pretrain_text_to_image(
     finally:
         decoder.requires_grad_(False)
     return losses
-
-
-def biased_timesteps(generators, num_train_timesteps: int, bias: float) -> torch.Tensor | None:
-    """One timestep per generator with density proportional to t ** bias; None (uniform, drawn by
-    the loss itself) when bias is 0."""
-    if bias == 0:
-        return None
-    if bias < 0:
-        raise ValueError(f"timestep_bias must be >= 0, got {bias}")
-    device = generators[0].device
-    u = torch.cat([torch.rand(1, generator=g, device=device) for g in generators])
-    return (u.pow(1.0 / (1.0 + bias)) * num_train_timesteps).long().clamp(max=num_train_timesteps - 1)
 
 
 @torch.no_grad()
