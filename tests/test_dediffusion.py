@@ -41,6 +41,19 @@ def test_forward_reports_loss_and_temperature_schedule():
     assert float(first["temperature"]) == pytest.approx(2.0) and float(last["temperature"]) == pytest.approx(0.3)
 
 
+def test_timestep_bias_moves_the_training_noise_levels_up(monkeypatch):
+    import dediffusion.models.decoder as decoder_module
+
+    drawn = []
+    original = decoder_module.sample_timesteps
+    monkeypatch.setattr(decoder_module, "sample_timesteps", lambda *a: drawn.append(original(*a)) or drawn[-1])
+    images = torch.rand(64, 3, 8, 8) * 2 - 1
+    for bias in ("0", "3"):
+        DeDiffusion(tiny_config("", "", f"train.timestep_bias={bias}"), micro())(images, torch.arange(64))
+    uniform, biased = (t.float().mean().item() for t in drawn)
+    assert uniform == pytest.approx(500, abs=80) and biased == pytest.approx(800, abs=50)
+
+
 def test_encode_writes_only_allowed_words():
     model = DeDiffusion(tiny_config("", "", "tokens.deny=[dark,light]"), micro()).eval()
     texts = model.encode(torch.rand(3, 3, 8, 8) * 2 - 1)

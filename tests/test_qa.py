@@ -30,7 +30,9 @@ def test_calibration_removes_a_context_free_preference():
     qa = items(["a green circle", "a blue circle", "a red circle"], ["green", "blue", "red"])
     biased = ScriptedScorer(bias=7.0)
     assert answer_questions(biased, qa, calibrate=False) == ["red", "red", "red"]
+    biased.prompts.clear()
     assert answer_questions(biased, qa, calibrate=True) == ["green", "blue", "red"]
+    assert sum("(no description)" in p for p in biased.prompts) == 1  # one prior per distinct question
     assert qa_accuracy(qa, answer_questions(biased, qa)) == 1.0
 
 

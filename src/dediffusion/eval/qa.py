@@ -60,16 +60,20 @@ def answer_questions(
     batch_size: int = 16,
 ) -> list[str]:
     """The scorer's answer to each item, chosen from `item.choices`."""
-    answers = []
+    answers, priors = [], {}
     for start in range(0, len(items), batch_size):
         chunk = items[start : start + batch_size]
         choices = [item.choices for item in chunk]
         scores = torch.tensor(
             _pad(scorer.score([build_prompt(i.context, i.question, examples) for i in chunk], choices))
         )
-        if calibrate:
-            prior = scorer.score([build_prompt("", i.question, examples) for i in chunk], choices)
-            scores = scores - torch.tensor(_pad(prior))
+        if calibrate:  # the context-free prompt depends only on the question: score each once
+            blind = [build_prompt("", i.question, examples) for i in chunk]
+            missing = {(b, i.choices) for b, i in zip(blind, chunk)} - set(priors)
+            if missing:
+                keys = sorted(missing)
+                priors.update(zip(keys, scorer.score([k[0] for k in keys], [k[1] for k in keys])))
+            scores = scores - torch.tensor(_pad([priors[(b, i.choices)] for b, i in zip(blind, chunk)]))
         answers += [item.choices[int(row[: len(item.choices)].argmax())] for item, row in zip(chunk, scores)]
     return answers
 
@@ -108,33 +112,29 @@ class TransformersScorer:
 
     @torch.no_grad()
     def score(self, prompts: Sequence[str], choices: Sequence[Sequence[str]]) -> list[list[float]]:
-        pairs = [(p, c) for p, row in zip(prompts, choices) for c in row]
-        scores = self._score_pairs(pairs)
-        out, at = [], 0
-        for row in choices:
-            out.append(scores[at : at + len(row)])
-            at += len(row)
-        return out
+        return [self._score_one(prompt, row) for prompt, row in zip(prompts, choices)]
 
-    def _score_pairs(self, pairs: list[tuple[str, str]]) -> list[float]:
+    def _score_one(self, prompt: str, choices: Sequence[str]) -> list[float]:
+        """The prompt runs once; its key/value cache is shared by every choice's continuation."""
         encode = self.tokenizer
-        sequences, spans = [], []
-        for prompt, choice in pairs:
-            head = encode(prompt, add_special_tokens=False).input_ids
-            tail = encode(" " + choice, add_special_tokens=False).input_ids
-            sequences.append(head + tail)
-            spans.append((len(head), len(head) + len(tail)))
-        width = max(len(s) for s in sequences)
-        pad = encode.pad_token_id if encode.pad_token_id is not None else 0
-        ids = torch.full((len(sequences), width), pad, dtype=torch.long)
-        mask = torch.zeros_like(ids)
-        for row, seq in enumerate(sequences):  # right padding: positions stay those of the unpadded text
-            ids[row, : len(seq)] = torch.tensor(seq)
-            mask[row, : len(seq)] = 1
-        logits = self.model(input_ids=ids.to(self.device), attention_mask=mask.to(self.device)).logits.float()
-        logprobs = torch.log_softmax(logits, dim=-1)
-        scores = []
-        for row, (start, end) in enumerate(spans):
-            targets = ids[row, start:end].to(self.device)
-            scores.append(logprobs[row, start - 1 : end - 1].gather(1, targets[:, None]).sum().item())
+        head = torch.tensor([encode(prompt, add_special_tokens=False).input_ids], device=self.device)
+        tails = [encode(" " + c, add_special_tokens=False).input_ids for c in choices]
+        out = self.model(input_ids=head, use_cache=True)
+        first = torch.log_softmax(out.logits[0, -1].float(), -1)
+        scores = [first[t[0]].item() for t in tails]
+        longest = max(len(t) for t in tails)
+        if longest == 1:
+            return scores
+        cache = out.cache
+        cache.batch_repeat_interleave(len(tails))
+        ids = torch.zeros((len(tails), longest - 1), dtype=torch.long, device=self.device)
+        mask = torch.ones((len(tails), head.shape[1] + longest - 1), dtype=torch.long, device=self.device)
+        for row, tail in enumerate(tails):  # feed all but the last token of each choice, right-padded
+            ids[row, : len(tail) - 1] = torch.tensor(tail[:-1])
+            mask[row, head.shape[1] + len(tail) - 1 :] = 0
+        positions = torch.arange(head.shape[1], head.shape[1] + longest - 1, device=self.device).expand(len(tails), -1)
+        rest = self.model(input_ids=ids, attention_mask=mask, position_ids=positions, cache=cache)
+        logprobs = torch.log_softmax(rest.logits.float(), -1)
+        for row, tail in enumerate(tails):
+            scores[row] += sum(logprobs[row, j - 1, tail[j]].item() for j in range(1, len(tail)))
         return scores
