@@ -57,30 +57,15 @@ def answer_questions(
     items: Sequence[QAItem],
     examples: Sequence[QAItem] = (),
     calibrate: bool = True,
-    batch_size: int = 16,
 ) -> list[str]:
     """The scorer's answer to each item, chosen from `item.choices`."""
-    answers, priors = [], {}
-    for start in range(0, len(items), batch_size):
-        chunk = items[start : start + batch_size]
-        choices = [item.choices for item in chunk]
-        scores = torch.tensor(
-            _pad(scorer.score([build_prompt(i.context, i.question, examples) for i in chunk], choices))
-        )
-        if calibrate:  # the context-free prompt depends only on the question: score each once
-            blind = [build_prompt("", i.question, examples) for i in chunk]
-            missing = {(b, i.choices) for b, i in zip(blind, chunk)} - set(priors)
-            if missing:
-                keys = sorted(missing)
-                priors.update(zip(keys, scorer.score([k[0] for k in keys], [k[1] for k in keys])))
-            scores = scores - torch.tensor(_pad([priors[(b, i.choices)] for b, i in zip(blind, chunk)]))
-        answers += [item.choices[int(row[: len(item.choices)].argmax())] for item, row in zip(chunk, scores)]
-    return answers
-
-
-def _pad(rows: list[list[float]]) -> list[list[float]]:
-    width = max(len(r) for r in rows)
-    return [list(r) + [float("-inf")] * (width - len(r)) for r in rows]
+    scores = scorer.score([build_prompt(i.context, i.question, examples) for i in items], [i.choices for i in items])
+    if calibrate:  # the context-free prompt depends only on the question: score each distinct one once
+        blind = [(build_prompt("", i.question, examples), i.choices) for i in items]
+        keys = sorted(set(blind))
+        priors = dict(zip(keys, scorer.score([k[0] for k in keys], [k[1] for k in keys])))
+        scores = [[s - p for s, p in zip(row, priors[key])] for row, key in zip(scores, blind)]
+    return [item.choices[max(range(len(row)), key=row.__getitem__)] for item, row in zip(items, scores)]
 
 
 def qa_accuracy(items: Sequence[QAItem], answers: Sequence[str]) -> float:
