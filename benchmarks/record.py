@@ -1,17 +1,5 @@
-"""What every benchmark records beside its numbers: the machine it ran on."""
+"""What every benchmark records beside its numbers: the machine it ran on (shared with `dediffusion evaluate`)."""
 
-from __future__ import annotations
+from dediffusion.eval.report import machine_info as machine
 
-import platform
-
-import torch
-
-
-def machine() -> dict:
-    return {
-        "processor": platform.processor() or platform.machine(),
-        "uname": " ".join(platform.uname()),
-        "python": platform.python_version(),
-        "torch": torch.__version__,
-        "torch_threads": torch.get_num_threads(),
-    }
+__all__ = ["machine"]

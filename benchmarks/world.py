@@ -31,13 +31,13 @@ from pathlib import Path
 import torch
 from record import machine
 
-from dediffusion.eval.frechet import EffNetFeatures, feature_statistics, frechet_distance
+from dediffusion.eval.frechet import EffNetFeatures
 from dediffusion.eval.grid import save_grid
+from dediffusion.eval.reconstruction import best_over_sweep, generate_from_prompts, score_prompt_sources
 from dediffusion.eval.scene_accuracy import scene_accuracy
 from dediffusion.models.decoder import TextToImageDecoder
 from dediffusion.models.dediffusion import DeDiffusion
 from dediffusion.world import describe, human_caption, render_batch, test_scenes
-from dediffusion.world.decoders import generate_from_prompts
 from dediffusion.world.perception import PerceptionModel
 
 logger = logging.getLogger("world-benchmark")
@@ -56,40 +56,6 @@ def prompts_for(scenes, texts: list[str]) -> dict[str, list[str]]:
         "human": [human_caption(s) for s in scenes],
         "empty": [""] * len(scenes),
     }
-
-
-def score_decoder(decoder, prompts, scenes, perception, features, real_stats, scales, steps) -> dict:
-    """{source: {guidance: {"scene_accuracy", "fd_effnet"}}}; the empty prompt is generated once."""
-    cells: dict[str, dict[str, dict[str, float]]] = {}
-    for source, texts in prompts.items():
-        for scale in scales[:1] if source == "empty" else scales:
-            start = time.perf_counter()
-            images = generate_from_prompts(decoder, texts, scale, steps)
-            predictions = [p for chunk in images.split(256) for p in perception.predict(chunk)]
-            cell = {
-                "scene_accuracy": scene_accuracy(scenes, predictions),
-                "fd_effnet": frechet_distance(*real_stats, *feature_statistics(features(images))),
-            }
-            cells.setdefault(source, {})[str(float(scale))] = cell
-            logger.info("%s @ %g: %s (%.0f s)", source, scale, cell, time.perf_counter() - start)
-        if source == "empty":
-            cells[source] = {str(float(s)): cells[source][str(float(scales[0]))] for s in scales}
-    return cells
-
-
-def best(cells: dict) -> dict:
-    """Per source: the best scene accuracy and the best FD-EffNet over the sweep, with their scales."""
-    out = {}
-    for source, by_scale in cells.items():
-        acc_scale = max(by_scale, key=lambda s: by_scale[s]["scene_accuracy"])
-        fd_scale = min(by_scale, key=lambda s: by_scale[s]["fd_effnet"])
-        out[source] = {
-            "scene_accuracy": by_scale[acc_scale]["scene_accuracy"],
-            "scene_accuracy_guidance": float(acc_scale),
-            "fd_effnet": by_scale[fd_scale]["fd_effnet"],
-            "fd_effnet_guidance": float(fd_scale),
-        }
-    return out
 
 
 def encode_throughput(model: DeDiffusion, images: torch.Tensor, repeats: int = 5) -> float:
@@ -243,7 +209,6 @@ def main() -> None:
         texts = [t for chunk in real.split(256) for t in model.encode(chunk)]
     prompts = prompts_for(scenes, texts)
     features = EffNetFeatures()
-    real_stats = feature_statistics(features(real))
     record: dict = {
         "command": " ".join(["python", *sys.argv]),
         "num_scenes": args.num_scenes,
@@ -252,10 +217,10 @@ def main() -> None:
         "perception_accuracy": scene_accuracy(scenes, perception.predict(real)),
     }
     for key, decoder in (("decoder_a", model.decoder), ("decoder_b", decoder_b)):
-        cells = score_decoder(
-            decoder, prompts, scenes, perception, features, real_stats, args.guidance_scales, args.num_inference_steps
+        cells = score_prompt_sources(
+            decoder, prompts, real, args.guidance_scales, args.num_inference_steps, features, scenes, perception.predict
         )
-        record[key] = {"cells": cells, "best": best(cells)}
+        record[key] = {"cells": cells, "best": best_over_sweep(cells)}
     batch = render_batch(test_scenes(args.encode_batch_size))
     record["encode_batch_size"] = args.encode_batch_size
     record["encode_images_per_s"] = encode_throughput(model, batch)

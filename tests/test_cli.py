@@ -17,7 +17,7 @@ def model_dir(tmp_path_factory, micro_decoder_dir):
     return path
 
 
-@pytest.mark.parametrize("command", ["train", "encode", "reconstruct", "demo"])
+@pytest.mark.parametrize("command", ["train", "encode", "reconstruct", "demo", "ask"])
 def test_every_subcommand_has_help_with_defaults(command, capsys):
     with pytest.raises(SystemExit) as exit_info:
         build_parser().parse_args([command, "--help"])
@@ -87,3 +87,42 @@ def test_demo_without_the_bundled_encoder_is_a_clear_error(tmp_path, caplog):
     missing = tmp_path / "no-model"
     assert main(["demo", "--model", str(missing), "--out", str(tmp_path / "demo.png")]) == 2
     assert str(missing) in caplog.text and not (tmp_path / "demo.png").exists()
+
+
+@pytest.fixture(scope="module")
+def lm_dir(tmp_path_factory):
+    from test_llm import save_tiny_lm
+
+    return save_tiny_lm(tmp_path_factory.mktemp("lm") / "tiny")
+
+
+def test_ask_prints_the_encoded_text_then_the_answer(model_dir, lm_dir, quadrant_folder, capsys):
+    from dediffusion.data.images import load_image
+    from dediffusion.eval.qa import QAItem, answer_freely, answer_questions
+    from dediffusion.llm import load_llm
+
+    image, question, colors = quadrant_folder / "a" / "0.png", "what color is the circle?", ("red", "green", "blue")
+    common = ["ask", str(image), question, "--model", str(model_dir), "--llm", str(lm_dir)]
+    assert main([*common, "--choices", *colors]) == 0
+    ranked = capsys.readouterr().out.splitlines()
+    assert main(common) == 0
+    free = capsys.readouterr().out.splitlines()
+    text = DeDiffusion.from_pretrained(model_dir).eval().encode(load_image(image, 8)[None])[0]
+    lm = load_llm(str(lm_dir))
+    assert ranked == [f"text: {text}", "answer: " + answer_questions(lm, [QAItem(text, question, colors)])[0]]
+    assert free == [f"text: {text}", "answer: " + answer_freely(lm, text, question)]
+
+
+def test_ask_unreadable_image_and_unreachable_llm_are_clear_errors(model_dir, quadrant_folder, tmp_path, caplog):
+    import socket
+
+    bad = tmp_path / "bad.png"
+    bad.write_bytes(b"not a png")
+    assert main(["ask", str(bad), "what?", "--model", str(model_dir), "--llm", "unused"]) == 2
+    assert "bad.png" in caplog.text
+    with socket.socket() as sock:  # a port nobody listens on
+        sock.bind(("127.0.0.1", 0))
+        url = f"http://127.0.0.1:{sock.getsockname()[1]}"
+    image = str(quadrant_folder / "a" / "0.png")
+    assert main(["ask", image, "what?", "--model", str(model_dir), "--llm", url]) == 2
+    assert f"could not reach {url}" in caplog.text

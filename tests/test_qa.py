@@ -1,7 +1,14 @@
 import pytest
-import torch
 
-from dediffusion.eval.qa import QAItem, TransformersScorer, answer_questions, build_prompt, qa_accuracy
+from dediffusion.eval.qa import (
+    ExamplesFileError,
+    QAItem,
+    answer_freely,
+    answer_questions,
+    build_prompt,
+    load_examples,
+    qa_accuracy,
+)
 
 COLORS = ("red", "green", "blue")
 
@@ -57,28 +64,29 @@ def test_accuracy_refuses_questions_without_an_answer_key():
         qa_accuracy([QAItem("x", "q?", COLORS, None)], ["red"])
 
 
-@pytest.fixture(scope="module")
-def tiny_lm():
-    from tokenizers import Tokenizer, models, pre_tokenizers
-    from transformers import GPT2Config, GPT2LMHeadModel, GPT2TokenizerFast
+class ScriptedGenerator:
+    """Records its prompt and stop strings and answers with padding around a word and a second line."""
 
-    words = ["<pad>", "Picture", ":", "Question", "Answer", "a", "red", "green", "blue", "circle", "?", "what"]
-    raw = Tokenizer(models.WordLevel({w: i for i, w in enumerate(words)}, unk_token="<pad>"))
-    raw.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
-    tokenizer = GPT2TokenizerFast(tokenizer_object=raw, pad_token="<pad>")
-    torch.manual_seed(0)
-    model = GPT2LMHeadModel(GPT2Config(vocab_size=len(words), n_embd=16, n_layer=1, n_head=2, n_positions=64))
-    return TransformersScorer(model, tokenizer)
+    def __init__(self):
+        self.calls = []
+
+    def generate(self, prompt, max_new_tokens=32, stop=()):
+        self.calls.append((prompt, max_new_tokens, tuple(stop)))
+        text = " green \nQuestion: more"
+        return text.split("\n")[0] if "\n" in stop else text
 
 
-def test_transformers_scores_are_summed_token_logprobs_and_ignore_padding(tiny_lm):
-    prompts = ["Picture : a red circle Question : what ? Answer :", "Answer :"]
-    choices = [["red", "green circle"], ["blue"]]
-    batch = tiny_lm.score(prompts, choices)
-    alone = tiny_lm.score(prompts[1:], choices[1:])
-    assert batch[1] == pytest.approx(alone[0], abs=1e-5)
-    ids = tiny_lm.tokenizer(prompts[0] + " green circle").input_ids
-    logprobs = torch.log_softmax(tiny_lm.model(torch.tensor([ids])).logits[0], -1)
-    n = len(ids)
-    expected = logprobs[n - 3, ids[n - 2]] + logprobs[n - 2, ids[n - 1]]
-    assert batch[0][1] == pytest.approx(expected.item(), abs=1e-5)
+def test_free_answer_is_the_first_line_of_greedy_text_after_the_prompt():
+    lm = ScriptedGenerator()
+    assert answer_freely(lm, "a green circle", "what color is the circle?") == "green"
+    prompt, _, stop = lm.calls[0]
+    assert prompt == build_prompt("a green circle", "what color is the circle?") and "\n" in stop
+
+
+def test_examples_file_gives_solved_items_and_names_a_bad_line(tmp_path):
+    path = tmp_path / "shots.jsonl"
+    path.write_text('{"context": "a blue circle", "question": "what color is the circle?", "answer": "blue"}\n\n')
+    assert load_examples(path) == [QAItem("a blue circle", "what color is the circle?", (), "blue")]
+    path.write_text('{"context": "a blue circle", "answer": "blue"}\n')
+    with pytest.raises(ExamplesFileError, match="shots.jsonl:1"):
+        load_examples(path)

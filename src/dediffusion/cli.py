@@ -22,6 +22,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_reconstruct(commands)
     add_world(commands)
     add_demo(commands)
+    add_ask(commands)
+    add_evaluate(commands)
     return parser
 
 
@@ -100,6 +102,46 @@ def run_demo(args) -> int:
     for text, description in zip(result.texts, result.descriptions):
         sys.stdout.write(f"{text}\n    (true scene: {description})\n")
     logger.info("wrote %s (columns: test image | text | decoder A | decoder B)", result.grid)
+    return 0
+
+
+def add_ask(commands) -> None:
+    parser = commands.add_parser(
+        "ask", help="encode an image to text, then ask a text-only language model about it", formatter_class=Formatter
+    )
+    parser.add_argument("image", help="image file")
+    parser.add_argument("question", help='the question, e.g. "what color is the circle?"')
+    parser.add_argument("--choices", nargs="+", default=None, help="closed answer set (ranked, calibrated)")
+    parser.add_argument("--model", default="bundled:world_encoder", help="De-Diffusion model folder")
+    parser.add_argument("--decoder", default=None, help="decoder folder or hub id (default: the one the model records)")
+    parser.add_argument("--llm", default="smollm2", help="'smollm2', a transformers model folder, or a server URL")
+    parser.add_argument("--llm-model", default=None, help="model name on the --llm server (default: its first)")
+    parser.add_argument(
+        "--few-shot-file", default=None, help='JSONL of solved examples {"context","question","answer"}'
+    )
+    parser.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda")
+    parser.set_defaults(handler=run_ask)
+
+
+def run_ask(args) -> int:
+    from .data.images import load_image
+    from .eval.qa import ExamplesFileError, QAItem, answer_freely, answer_questions, load_examples
+    from .llm import LLMError, load_llm
+
+    model = load_model(args)
+    text = model.encode(load_image(args.image, model.encoder.config.image_size)[None].to(model.device))[0]
+    sys.stdout.write(f"text: {text}\n")
+    try:
+        examples = load_examples(args.few_shot_file) if args.few_shot_file else []
+        lm = load_llm(args.llm, device=args.device, model=args.llm_model)
+        if args.choices:
+            answer = answer_questions(lm, [QAItem(text, args.question, tuple(args.choices))], examples)[0]
+        else:
+            answer = answer_freely(lm, text, args.question, examples)
+    except (LLMError, ExamplesFileError) as error:
+        logger.error("%s", error)
+        return 2
+    sys.stdout.write(f"answer: {answer}\n")
     return 0
 
 
@@ -253,6 +295,69 @@ def run_reconstruct(args) -> int:
     sys.stdout.write("".join(text + "\n" for text in texts))
     logger.info("wrote %s", args.output)
     return report(len(texts), errors)
+
+
+def add_evaluate(commands) -> None:
+    parser = commands.add_parser(
+        "evaluate",
+        help="the paper's experiments: reconstruction and transfer, cost, token ablation, few-shot, QA",
+        formatter_class=Formatter,
+    )
+    parser.add_argument("--model", default="bundled:world_encoder", help="De-Diffusion model folder")
+    parser.add_argument("--decoder-b", default="bundled:decoder_b", help="an outside decoder ('none' to skip)")
+    parser.add_argument("--images", default=None, help="a folder of your images (default: world test scenes)")
+    parser.add_argument("--num-images", type=int, default=100, help="images to reconstruct")
+    parser.add_argument("--guidance-scales", type=float, nargs="+", default=[2.0, 4.0], help="the sweep")
+    parser.add_argument("--num-inference-steps", type=int, default=20, help="sampler steps per image")
+    parser.add_argument("--inversion-steps", type=int, default=150, help="prompt-inversion steps per image")
+    parser.add_argument(
+        "--ablation-model", action="append", default=[], help="an encoder with another num_tokens (repeatable)"
+    )
+    parser.add_argument("--few-shot-episodes", type=int, default=200, help="5-way 1-shot episodes")
+    parser.add_argument("--few-shot-scenes", type=int, default=1000, help="test scenes the episodes draw from")
+    parser.add_argument("--llm", default=None, help="question answering: smollm2, a model folder or an http(s) URL")
+    parser.add_argument("--llm-model", default=None, help="model name served at the --llm URL")
+    parser.add_argument("--qa-scenes", type=int, default=50, help="test scenes whose questions the LLM answers")
+    parser.add_argument("--qa-shots", type=int, default=3, help="solved examples in the few-shot prompt")
+    parser.add_argument("--seed", type=int, default=0, help="image i is drawn with seed + i")
+    parser.add_argument("--out", default="evaluation", help="report folder (report.md, report.json, plots)")
+    add_threads_arg(parser)
+    parser.set_defaults(handler=run_evaluate)
+
+
+def run_evaluate(args) -> int:
+    import datetime
+
+    from .eval.report import machine_info, write_report
+    from .eval.suite import EvaluationSettings, run_evaluation
+
+    set_threads(args)
+    settings = EvaluationSettings(
+        model=args.model,
+        decoder_b=None if args.decoder_b.lower() == "none" else args.decoder_b,
+        images=args.images,
+        num_images=args.num_images,
+        guidance_scales=tuple(args.guidance_scales),
+        num_inference_steps=args.num_inference_steps,
+        inversion_steps=args.inversion_steps,
+        ablation_models=tuple(args.ablation_model),
+        few_shot_episodes=args.few_shot_episodes,
+        few_shot_scenes=args.few_shot_scenes,
+        llm=args.llm,
+        llm_model=args.llm_model,
+        qa_scenes=args.qa_scenes,
+        qa_shots=args.qa_shots,
+        seed=args.seed,
+    )
+    Path(args.out).mkdir(parents=True, exist_ok=True)
+    record = run_evaluation(settings, Path(args.out))
+    record["command"] = args.command_line
+    record["machine"] = machine_info()
+    record["date"] = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+    path = write_report(record, Path(args.out))
+    sys.stdout.write(path.read_text())
+    logger.info("wrote %s", path)
+    return 0
 
 
 def write_output(path: str | None, text: str) -> None:

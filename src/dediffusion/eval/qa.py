@@ -6,25 +6,32 @@ the best one is its answer. Small LLMs prefer some answers whatever the context 
 colour question), so by default the score of each choice is calibrated against a context-free prior:
 the same prompt with the context left out (log p(choice | context, question) - log p(choice | question)).
 
-- `ChoiceScorer`: anything with `score(prompts, choices) -> log-likelihoods`; `TransformersScorer`
-  wraps a local transformers causal LM; tests use a scripted one.
+- `ChoiceScorer` (from `dediffusion.llm`): anything with `score(prompts, choices) -> log-likelihoods`;
+  every `dediffusion.llm` client is one (`load_llm`), and tests use a scripted one.
 - `build_prompt(context, question, examples)`: the prompt, zero-shot or with k solved examples.
 - `answer_questions(scorer, items, ...)`: the chosen answers; `qa_accuracy` scores them.
+- `answer_freely(lm, context, question, ...)`: an open answer, generated greedily up to the line's end.
+- `load_examples(path)`: solved few-shot examples from a JSONL file.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from pathlib import Path
 
-import torch
+from dediffusion.llm.base import ChoiceScorer, LanguageModel
 
 logger = logging.getLogger(__name__)
 
 INSTRUCTION = "Answer the question about the picture with one word."
 NO_CONTEXT = "(no description)"
+
+
+class ExamplesFileError(ValueError):
+    """A few-shot examples file has a line that is not a solved example."""
 
 
 @dataclass(frozen=True)
@@ -35,11 +42,6 @@ class QAItem:
     question: str
     choices: tuple[str, ...]
     answer: str | None = None  # None: no answer key (a user's own images)
-
-
-class ChoiceScorer(Protocol):
-    def score(self, prompts: Sequence[str], choices: Sequence[Sequence[str]]) -> list[list[float]]:
-        """Log-likelihood of each choice (as the continuation " choice") after its prompt."""
 
 
 def build_prompt(context: str, question: str, examples: Sequence[QAItem] = ()) -> str:
@@ -79,47 +81,27 @@ def qa_accuracy(items: Sequence[QAItem], answers: Sequence[str]) -> float:
     return sum(item.answer == a for item, a in zip(items, answers)) / len(items)
 
 
-class TransformersScorer:
-    """Choice log-likelihoods from a local transformers causal LM (summed over the choice's tokens)."""
+def answer_freely(
+    lm: LanguageModel, context: str, question: str, examples: Sequence[QAItem] = (), max_new_tokens: int = 16
+) -> str:
+    """The model's open answer: greedy text after `build_prompt(...)`, up to the end of the line."""
+    return lm.generate(build_prompt(context, question, examples), max_new_tokens, stop=("\n",)).strip()
 
-    def __init__(self, model, tokenizer, device: str | torch.device = "cpu"):
-        self.model = model.to(device).eval()
-        self.tokenizer = tokenizer
-        self.device = torch.device(device)
 
-    @classmethod
-    def from_pretrained(cls, path: str, device: str = "cpu", **kwargs) -> TransformersScorer:
-        from transformers import AutoModelForCausalLM, AutoTokenizer
-
-        tokenizer = AutoTokenizer.from_pretrained(path, **kwargs)
-        model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32, **kwargs)
-        return cls(model, tokenizer, device)
-
-    @torch.no_grad()
-    def score(self, prompts: Sequence[str], choices: Sequence[Sequence[str]]) -> list[list[float]]:
-        return [self._score_one(prompt, row) for prompt, row in zip(prompts, choices)]
-
-    def _score_one(self, prompt: str, choices: Sequence[str]) -> list[float]:
-        """The prompt runs once; its key/value cache is shared by every choice's continuation."""
-        encode = self.tokenizer
-        head = torch.tensor([encode(prompt, add_special_tokens=False).input_ids], device=self.device)
-        tails = [encode(" " + c, add_special_tokens=False).input_ids for c in choices]
-        out = self.model(input_ids=head, use_cache=True)
-        first = torch.log_softmax(out.logits[0, -1].float(), -1)
-        scores = [first[t[0]].item() for t in tails]
-        longest = max(len(t) for t in tails)
-        if longest == 1:
-            return scores
-        cache = out.cache
-        cache.batch_repeat_interleave(len(tails))
-        ids = torch.zeros((len(tails), longest - 1), dtype=torch.long, device=self.device)
-        mask = torch.ones((len(tails), head.shape[1] + longest - 1), dtype=torch.long, device=self.device)
-        for row, tail in enumerate(tails):  # feed all but the last token of each choice, right-padded
-            ids[row, : len(tail) - 1] = torch.tensor(tail[:-1])
-            mask[row, head.shape[1] + len(tail) - 1 :] = 0
-        positions = torch.arange(head.shape[1], head.shape[1] + longest - 1, device=self.device).expand(len(tails), -1)
-        rest = self.model(input_ids=ids, attention_mask=mask, position_ids=positions, cache=cache)
-        logprobs = torch.log_softmax(rest.logits.float(), -1)
-        for row, tail in enumerate(tails):
-            scores[row] += sum(logprobs[row, j - 1, tail[j]].item() for j in range(1, len(tail)))
-        return scores
+def load_examples(path: str | Path) -> list[QAItem]:
+    """Solved few-shot examples from a JSONL file: one {"context", "question", "answer"} object a line
+    ("choices", a list, is optional). Raises FileNotFoundError, or ExamplesFileError naming the line."""
+    path = Path(path)
+    examples = []
+    for number, line in enumerate(path.read_text().splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+            choices = tuple(record.get("choices", ()))
+            examples.append(QAItem(record["context"], record["question"], choices, str(record["answer"])))
+        except (ValueError, KeyError, TypeError, AttributeError) as error:
+            raise ExamplesFileError(
+                f"{path}:{number}: expected a JSON object with context, question and answer ({error})"
+            ) from error
+    return examples

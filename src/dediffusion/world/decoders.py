@@ -30,6 +30,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from dediffusion.eval.reconstruction import generate_from_prompts
 from dediffusion.world.render import render_batch
 from dediffusion.world.scene import GRID, Scene
 from dediffusion.world.split import train_scenes
@@ -262,23 +263,6 @@ def generate_for_scenes(
         raise ValueError(f"prompts_from must be one of {sorted(PROMPT_SOURCES)}, got {prompts_from!r}")
     prompts = [PROMPT_SOURCES[prompts_from](scene) for scene in scenes]
     return generate_from_prompts(decoder, prompts, guidance_scale, num_inference_steps, batch_size, seed)
-
-
-def generate_from_prompts(
-    decoder,
-    prompts: Sequence[str],
-    guidance_scale: float = 3.0,
-    num_inference_steps: int = 25,
-    batch_size: int = 100,
-    seed: int = 0,
-) -> torch.Tensor:
-    """Images (N, 3, H, W) generated from `prompts`, `batch_size` at a time; image i uses seed `seed + i`."""
-    chunks = []
-    for i in range(0, len(prompts), batch_size):
-        batch = list(prompts[i : i + batch_size])
-        generators = [torch.Generator(decoder.device).manual_seed(seed + i + k) for k in range(len(batch))]
-        chunks.append(decoder.generate(batch, None, guidance_scale, num_inference_steps, generators).cpu())
-    return torch.cat(chunks)
 
 
 def evaluate_decoder(

@@ -1,0 +1,87 @@
+"""`dediffusion evaluate` end to end at tiny sizes: world images (every section) and a user's folder."""
+
+import json
+
+import pytest
+from conftest import micro, tiny_config
+from PIL import Image
+from test_llm import save_tiny_lm
+
+from dediffusion.cli import main
+from dediffusion.models.dediffusion import DeDiffusion
+from dediffusion.models.micro import build_micro_decoder
+from dediffusion.world import VOCABULARY
+
+pytestmark = pytest.mark.xdist_group(name="evaluate")
+
+TINY = {"resolution": 32, "latent": False, "max_length": 32, "unet_channels": (8, 16), "text_width": 16}
+SOURCES = {"De-Diffusion", "prompt inversion", "description", "human", "random tokens", "empty"}
+FAST = ["--num-inference-steps", "2", "--inversion-steps", "2", "--guidance-scales", "1", "3", "--threads", "1"]
+
+
+def save_world_encoder(root, name: str, num_tokens: int, decoder_dir):
+    decoder = build_micro_decoder(VOCABULARY, **TINY)
+    config = tiny_config(str(decoder_dir), "", "encoder.image_size=32", f"encoder.num_tokens={num_tokens}")
+    DeDiffusion(config, decoder).save_pretrained(root / name)
+    return root / name
+
+
+@pytest.fixture(scope="module")
+def world_report(tmp_path_factory):
+    root = tmp_path_factory.mktemp("evaluate")
+    build_micro_decoder(VOCABULARY, **TINY).save_pretrained(root / "decoder_a")
+    build_micro_decoder(VOCABULARY[::-1], **TINY).save_pretrained(root / "decoder_b")
+    model = save_world_encoder(root, "encoder", 4, root / "decoder_a")
+    short = save_world_encoder(root, "encoder2", 2, root / "decoder_a")
+    llm = save_tiny_lm(root / "lm", ["<pad>", *sorted(set(" ".join(VOCABULARY).split()))])
+    args = ["evaluate", "--model", str(model), "--decoder-b", str(root / "decoder_b"), "--num-images", "6"]
+    args += ["--ablation-model", str(short), "--few-shot-scenes", "120", "--few-shot-episodes", "10"]
+    args += ["--llm", str(llm), "--qa-scenes", "2", "--qa-shots", "1", "--out", str(root / "report"), *FAST]
+    assert main(args) == 0
+    return root / "report"
+
+
+def test_reconstruction_table_has_every_source_decoder_and_guidance(world_report):
+    record = json.loads((world_report / "report.json").read_text())
+    for decoder in ("decoder_a", "decoder_b"):
+        cells = record["reconstruction"][decoder]["cells"]
+        assert set(cells) == SOURCES and all(set(by_scale) == {"1.0", "3.0"} for by_scale in cells.values())
+        for by_scale in cells.values():
+            for cell in by_scale.values():
+                assert 0 <= cell["scene_accuracy"] <= 1 and cell["fd_effnet"] >= 0
+        assert cells["empty"]["1.0"] == cells["empty"]["3.0"]  # guidance does not change an empty prompt
+    assert len(record["texts"]["prompt inversion"]) == 6 and not any(record["texts"]["empty"])
+
+
+def test_cost_ablation_few_shot_and_qa_sections(world_report):
+    record = json.loads((world_report / "report.json").read_text())
+    cost = record["cost"]
+    assert cost["speedup"] == pytest.approx(cost["encoder_images_per_s"] / cost["inversion_images_per_s"])
+    assert [row["num_tokens"] for row in record["token_ablation"]] == [2, 4]
+    assert record["few_shot"]["blind"] == {"shape": 0.2, "color": 0.2}  # identical texts: exactly chance
+    assert set(record["qa"]["shots"]) == {"0", "1"}
+    assert set(record["qa"]["shots"]["0"]) == {"blind", "human", "De-Diffusion", "description"}
+    assert record["qa"]["num_questions"] > 0 and record["qa"]["wall_time_s"] > 0
+
+
+def test_report_files_and_markdown(world_report):
+    markdown = (world_report / "report.md").read_text()
+    for heading in ("Reconstruction and transfer", "Cost", "Token-length ablation", "Few-shot", "Question answering"):
+        assert f"## {heading}" in markdown
+    assert "| prompt inversion |" in markdown and "command: `dediffusion evaluate" in markdown
+    for name in ("guidance_sweep.png", "token_ablation.png", "examples_dediffusion.png"):
+        assert Image.open(world_report / name).size[0] > 100
+
+
+def test_a_user_folder_gets_what_needs_no_answer_key(quadrant_folder, micro_decoder_dir, tmp_path):
+    model = tmp_path / "m"
+    DeDiffusion(tiny_config(str(micro_decoder_dir)), micro()).save_pretrained(model)
+    args = ["evaluate", "--model", str(model), "--decoder-b", "none", "--images", str(quadrant_folder)]
+    assert main([*args, "--num-images", "5", "--out", str(tmp_path / "r"), *FAST]) == 0
+    record = json.loads((tmp_path / "r" / "report.json").read_text())
+    assert set(record["reconstruction"]) == {"decoder_a"} and record["num_images"] == 5
+    assert set(record["reconstruction"]["decoder_a"]["cells"]) == {"De-Diffusion", "prompt inversion",
+                                                                    "random tokens", "empty"}  # fmt: skip
+    assert record["reconstruction"]["decoder_a"]["best"]["De-Diffusion"]["scene_accuracy"] is None
+    assert "needs the world's answer key" in record["few_shot"]["skipped"]
+    assert "n/a" in (tmp_path / "r" / "report.md").read_text()
