@@ -54,8 +54,9 @@ def test_context_decides_and_blind_questions_fall_back_to_the_prior():
 def test_few_shot_prompt_shows_solved_examples_before_the_question():
     shot = QAItem("a blue circle", "what color is the circle?", COLORS, "blue")
     prompt = build_prompt("a green circle", "what color is the circle?", [shot])
-    assert prompt.index("Picture: a blue circle") < prompt.index("Answer: blue") < prompt.index("a green circle")
-    assert prompt.endswith("Question: what color is the circle?\nAnswer:")
+    solved = prompt.index("Answer (one word): blue")
+    assert prompt.index("Picture: a blue circle") < solved < prompt.index("a green circle")
+    assert prompt.endswith("Question: what color is the circle?\nAnswer (one word):")
     assert "(no description)" in build_prompt("", "what color is the circle?")
 
 

@@ -28,6 +28,9 @@ logger = logging.getLogger(__name__)
 
 INSTRUCTION = "Answer the question about the picture with one word."
 NO_CONTEXT = "(no description)"
+# The cue repeats "one word": with SmolLM2-135M, zero-shot on world questions, it answered 3-4 points
+# more of them right from full descriptions than a plain "Answer:" did, on two sets of training scenes.
+ANSWER_CUE = "Answer (one word):"
 
 
 class ExamplesFileError(ValueError):
@@ -51,7 +54,7 @@ def build_prompt(context: str, question: str, examples: Sequence[QAItem] = ()) -
 
 
 def _block(context: str, question: str) -> str:
-    return f"Picture: {context.strip() or NO_CONTEXT}\nQuestion: {question}\nAnswer:"
+    return f"Picture: {context.strip() or NO_CONTEXT}\nQuestion: {question}\n{ANSWER_CUE}"
 
 
 def answer_questions(
