@@ -14,7 +14,8 @@ from dediffusion.world import VOCABULARY
 
 pytestmark = pytest.mark.xdist_group(name="evaluate")
 
-TINY = {"resolution": 32, "latent": False, "max_length": 32, "unet_channels": (8, 16), "text_width": 16}
+TINY = {"resolution": 32, "latent": False, "max_length": 32, "unet_channels": (8, 16), "text_width": 16,
+        "cross_attention": (False, True)}  # fmt: skip
 SOURCES = {"De-Diffusion", "prompt inversion", "description", "human", "random tokens", "empty"}
 FAST = ["--num-inference-steps", "2", "--inversion-steps", "2", "--guidance-scales", "1", "3", "--threads", "1"]
 
@@ -26,7 +27,7 @@ def save_world_encoder(root, name: str, num_tokens: int, decoder_dir):
     return root / name
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")  # session: xdist may interleave other modules, which ends a module scope
 def world_report(tmp_path_factory):
     root = tmp_path_factory.mktemp("evaluate")
     build_micro_decoder(VOCABULARY, **TINY).save_pretrained(root / "decoder_a")

@@ -43,7 +43,7 @@ TRAIN = ["train.batch_size=16", "train.log_every=1", "train.learning_rate=0.003"
 EVAL_TIMESTEPS = torch.linspace(400, 950, 12).long()
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")  # session: xdist may interleave other modules, which ends a module scope
 def chain(tmp_path_factory):
     root = tmp_path_factory.mktemp("chain")
     decoder_dir = pretrain_decoder_a(

@@ -125,22 +125,18 @@ def add_ask(commands) -> None:
 
 def run_ask(args) -> int:
     from .data.images import load_image
-    from .eval.qa import ExamplesFileError, QAItem, answer_freely, answer_questions, load_examples
-    from .llm import LLMError, load_llm
+    from .eval.qa import QAItem, answer_freely, answer_questions, load_examples
+    from .llm import load_llm
 
     model = load_model(args)
     text = model.encode(load_image(args.image, model.encoder.config.image_size)[None].to(model.device))[0]
     sys.stdout.write(f"text: {text}\n")
-    try:
-        examples = load_examples(args.few_shot_file) if args.few_shot_file else []
-        lm = load_llm(args.llm, device=args.device, model=args.llm_model)
-        if args.choices:
-            answer = answer_questions(lm, [QAItem(text, args.question, tuple(args.choices))], examples)[0]
-        else:
-            answer = answer_freely(lm, text, args.question, examples)
-    except (LLMError, ExamplesFileError) as error:
-        logger.error("%s", error)
-        return 2
+    examples = load_examples(args.few_shot_file) if args.few_shot_file else []
+    lm = load_llm(args.llm, device=args.device, model=args.llm_model)
+    if args.choices:
+        answer = answer_questions(lm, [QAItem(text, args.question, tuple(args.choices))], examples)[0]
+    else:
+        answer = answer_freely(lm, text, args.question, examples)
     sys.stdout.write(f"answer: {answer}\n")
     return 0
 

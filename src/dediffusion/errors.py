@@ -2,6 +2,8 @@
 
 from .config import ConfigError
 from .data.images import ImageLoadError, NoImagesError
+from .eval.qa import ExamplesFileError
+from .llm.base import LLMError
 from .models.decoder import DecoderLoadError
 from .models.dediffusion import CheckpointMismatchError
 from .train.loop import NonFiniteLossError
@@ -14,4 +16,6 @@ USER_ERRORS = (
     CheckpointMismatchError,
     NonFiniteLossError,
     FileNotFoundError,
+    LLMError,
+    ExamplesFileError,
 )
