@@ -62,7 +62,6 @@ class EvaluationSettings:
 class Inputs:
     images: torch.Tensor  # (N, 3, H, W) in [-1, 1]
     scenes: list | None  # the true scene of each image (world only)
-    names: list[str]
 
 
 def run_evaluation(settings: EvaluationSettings, out_dir: Path) -> dict:
@@ -95,7 +94,7 @@ def load_inputs(settings: EvaluationSettings, size: int) -> Inputs:
         from ..world import render_batch, test_scenes
 
         scenes = test_scenes(settings.num_images)
-        return Inputs(render_batch(scenes, size=size), scenes, [f"test-{i:05d}" for i in range(len(scenes))])
+        return Inputs(render_batch(scenes, size=size), scenes)
     from ..data.images import ImageFolder, load_batch
 
     dataset = ImageFolder([settings.images], size)
@@ -105,7 +104,7 @@ def load_inputs(settings: EvaluationSettings, size: int) -> Inputs:
         logger.warning("skipped %s", error)
     if len(loaded) < 2:
         raise ValueError(f"{settings.images}: need at least 2 readable images to compare distributions")
-    return Inputs(images, None, [str(dataset.paths[indices[k]]) for k in loaded])
+    return Inputs(images, None)
 
 
 def prompt_sources(model: DeDiffusion, inputs: Inputs, settings: EvaluationSettings) -> tuple[dict, dict]:
