@@ -8,6 +8,7 @@ from PIL import Image
 from test_llm import save_tiny_lm
 
 from dediffusion.cli import main
+from dediffusion.eval.report import write_plots
 from dediffusion.models.dediffusion import DeDiffusion
 from dediffusion.models.micro import build_micro_decoder
 from dediffusion.world import VOCABULARY
@@ -71,7 +72,22 @@ def test_report_files_and_markdown(world_report):
         assert f"## {heading}" in markdown
     assert "| prompt inversion |" in markdown and "command: `dediffusion evaluate" in markdown
     for name in ("guidance_sweep.png", "token_ablation.png", "examples_dediffusion.png"):
-        assert Image.open(world_report / name).size[0] > 100
+        assert Image.open(world_report / name).size[0] > 100  # matplotlib comes with the dev extra
+
+
+def test_report_without_matplotlib_says_so(monkeypatch, tmp_path):
+    import builtins
+
+    real_import = builtins.__import__
+
+    def no_matplotlib(name, *args, **kwargs):
+        if name.startswith("matplotlib"):
+            raise ImportError(name)
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", no_matplotlib)
+    assert write_plots({"reconstruction": {}, "token_ablation": []}, tmp_path) == {}
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_a_user_folder_gets_what_needs_no_answer_key(quadrant_folder, micro_decoder_dir, tmp_path):
