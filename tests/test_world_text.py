@@ -136,3 +136,23 @@ def test_all_texts_use_only_the_vocabulary():
         for text in texts:
             assert set(text.split()) <= vocabulary, text
             assert text == text.lower() and "  " not in text
+
+
+def test_loose_captions_are_shuffled_true_content_words():
+    rng = np.random.default_rng(3)
+    filler = {"a", "and", "the", "on", "shape"}
+    orders = set()
+    for scene in SCENES[:200]:
+        true_words = {w for obj in scene.objects for w in (obj.size, obj.color, obj.shape, *obj.position.split())}
+        true_words.add(scene.background)
+        caption = sample_caption(scene, rng, p_empty=0.0, p_loose=1.0)
+        words = caption.split()
+        assert words and set(words) <= true_words | filler, caption
+        assert "background" not in words and "at" not in words  # no phrases
+        if len(scene.objects) == 1 and len(words) >= 3:
+            orders.add(tuple(w for w in words if w not in filler)[:2])
+    assert len(orders) > 20
+    full = [sample_caption(SCENES[0], rng, p_empty=0.0, p_full=1.0, p_loose=1.0) for _ in range(20)]
+    content = set(describe(SCENES[0]).split()) - filler - {"an", "at", "in", "background"}
+    assert all(content <= set(c.split()) for c in full)  # a full loose caption names every fact
+    assert len(set(full)) > 10

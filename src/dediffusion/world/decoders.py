@@ -66,14 +66,17 @@ def default_decoder_path() -> Path:
     return ASSETS_DIR / "decoder_a"
 
 
-def world_sampler(seed: int = 0, p_empty: float = 0.1, p_full: float = 0.4, resolution: int = RESOLUTION):
+def world_sampler(
+    seed: int = 0, p_empty: float = 0.1, p_full: float = 0.4, resolution: int = RESOLUTION, p_loose: float = 0.0
+):
     """`sample(batch_size, step) -> (images (B, 3, resolution, resolution) in [-1, 1], captions)` over
-    fresh training scenes: step k draws scenes k * batch_size ... of the training stream of `seed`."""
+    fresh training scenes: step k draws scenes k * batch_size ... of the training stream of `seed`;
+    the caption probabilities are those of `sample_caption`."""
 
     def sample(batch_size: int, step: int) -> tuple[torch.Tensor, list[str]]:
         scenes = train_scenes(batch_size, seed=seed, start=step * batch_size)
         rng = np.random.default_rng([seed, step])
-        captions = [sample_caption(scene, rng, p_empty=p_empty, p_full=p_full) for scene in scenes]
+        captions = [sample_caption(scene, rng, p_empty, p_full, p_loose) for scene in scenes]
         return render_batch(scenes, resolution), captions
 
     return sample

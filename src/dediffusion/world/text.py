@@ -29,6 +29,7 @@ POSITION_PHRASES: dict[str, str] = {
     "bottom right": "at the bottom right",
 }
 GENERIC_NOUN = "shape"  # stands in for a dropped shape name: "a red shape"
+_FILLER = ("a", "and", "the", "on", GENERIC_NOUN)  # mixed into loose captions
 
 # Probabilities that shape one sampled caption (see ``sample_caption``).
 KEEP_OBJECT = 0.7
@@ -45,35 +46,64 @@ def describe(scene: Scene) -> str:
     return f"{objects} on a {scene.background} background"
 
 
-def sample_caption(scene: Scene, rng: np.random.Generator, p_empty: float = 0.1, p_full: float = 0.2) -> str:
+def sample_caption(
+    scene: Scene, rng: np.random.Generator, p_empty: float = 0.1, p_full: float = 0.2, p_loose: float = 0.0
+) -> str:
     """A random caption with only true facts, for pretraining text-to-image models.
 
     Args:
         scene: the scene to caption.
         rng: generator for the random choices; it is advanced.
         p_empty: probability of the empty caption (for classifier-free guidance).
-        p_full: probability that a non-empty caption is the full ``describe(scene)``.
+        p_full: probability that a non-empty caption names every fact (the full ``describe(scene)``
+            unless it is loose).
+        p_loose: probability that a non-empty caption is loose words instead of phrases: the chosen
+            facts' content words (no articles, no "at the"), shuffled, with some repeated and some
+            filler words ("a", "and", ...) mixed in, as a token-level encoder may write them.
     Returns:
         the caption: a random subset of the objects in random order, each with a random subset of
         its attributes (at least one), optionally followed by the background.
     Raises:
         ValueError: if a probability lies outside [0, 1].
     """
-    if not (0.0 <= p_empty <= 1.0 and 0.0 <= p_full <= 1.0):
-        raise ValueError(f"p_empty and p_full must lie in [0, 1], got {p_empty} and {p_full}")
+    if not all(0.0 <= p <= 1.0 for p in (p_empty, p_full, p_loose)):
+        raise ValueError(f"p_empty, p_full and p_loose must lie in [0, 1], got {p_empty}, {p_full}, {p_loose}")
     if rng.random() < p_empty:
         return ""
+    loose = p_loose > 0 and rng.random() < p_loose  # no draw at 0: the caption stream stays as it was
     if rng.random() < p_full:
-        return describe(scene)
+        if not loose:
+            return describe(scene)
+        facts = [(obj, dict.fromkeys(KEEP_ATTRIBUTE, True)) for obj in scene.objects]
+        return _loose_words(facts, scene.background, rng)
     objects = [obj for obj in scene.objects if rng.random() < KEEP_OBJECT]
     with_background = rng.random() < KEEP_BACKGROUND
     if not objects and not with_background:
         objects = [scene.objects[rng.integers(len(scene.objects))]]
-    phrases = [_sampled_object_phrase(objects[k], rng) for k in rng.permutation(len(objects))]
+    facts = [(objects[k], _sampled_attributes(rng)) for k in rng.permutation(len(objects))]
+    if loose:
+        return _loose_words(facts, scene.background if with_background else None, rng)
+    phrases = [_object_phrase(obj, **keep) for obj, keep in facts]
     if not phrases:
         return f"a {scene.background} background"
     background = f" on a {scene.background} background" if with_background else ""
     return " and ".join(phrases) + background
+
+
+def _loose_words(facts: list[tuple[Object, dict[str, bool]]], background: str | None, rng: np.random.Generator) -> str:
+    words = [word for obj, keep in facts for word in _content_words(obj, keep)]
+    words += [background] if background is not None else []
+    extra = int(rng.integers(0, len(words) + 1))  # repeats and filler, up to as many again
+    words += [words[rng.integers(len(words))] if rng.random() < 0.5 else _FILLER[rng.integers(len(_FILLER))]
+              for _ in range(extra)]  # fmt: skip
+    return " ".join(words[k] for k in rng.permutation(len(words)))
+
+
+def _content_words(obj: Object, keep: dict[str, bool]) -> list[str]:
+    words = [obj.size] if keep["size"] else []
+    words += [obj.color] if keep["color"] else []
+    words += [obj.shape] if keep["shape"] else []
+    return words + (obj.position.split() if keep["position"] else [])
 
 
 def human_caption(scene: Scene) -> str:
@@ -89,11 +119,11 @@ def _salience(obj: Object) -> tuple[bool, float, int]:
     return obj.size == "large", obj.scale**2 * _SHAPE_AREA[obj.shape], -obj.cell
 
 
-def _sampled_object_phrase(obj: Object, rng: np.random.Generator) -> str:
-    keep = {name: rng.random() < p for name, p in KEEP_ATTRIBUTE.items()}
+def _sampled_attributes(rng: np.random.Generator) -> dict[str, bool]:
+    keep = {name: bool(rng.random() < p) for name, p in KEEP_ATTRIBUTE.items()}
     if not any(keep.values()):
         keep["color"] = True
-    return _object_phrase(obj, keep["size"], keep["color"], keep["shape"], keep["position"])
+    return keep
 
 
 def _object_phrase(obj: Object, size: bool, color: bool, shape: bool, position: bool) -> str:
