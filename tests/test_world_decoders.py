@@ -83,12 +83,13 @@ def test_vae_loss_must_be_known():
 
 
 def test_cli_pretrains_decoder_a_and_records_the_command(tmp_path, caplog):
-    steps = ["--steps", "1", "--vae-steps", "1", "--text-steps", "1"]
+    steps = ["--steps", "1", "--vae-steps", "1", "--text-steps", "1", "--p-loose", "0.25"]
     args = ["world", "pretrain-decoder", "a", "--out", str(tmp_path / "a"), *steps]
     assert main(args) == 0
     record = json.loads((tmp_path / "a" / "training.json").read_text())
     assert record["command"] == "dediffusion " + " ".join(args)
     assert record["settings"]["steps"] == record["settings"]["vae_steps"] == record["settings"]["text_steps"] == 1
+    assert record["settings"]["p_loose"] == 0.25
     assert TextToImageDecoder.from_pretrained(tmp_path / "a").vae is not None
     with pytest.raises(SystemExit, match="drop --vae-steps"):
         main(["world", "pretrain-decoder", "b", "--out", str(tmp_path / "b"), "--vae-steps", "3"])

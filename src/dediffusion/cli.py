@@ -164,6 +164,9 @@ def add_world(commands) -> None:
     decoder.add_argument("--vae-steps", type=int, default=None, help="decoder A: VAE optimiser steps")
     decoder.add_argument("--text-steps", type=int, default=None, help="decoder A: text-encoder layout steps")
     decoder.add_argument("--seed", type=int, default=None, help="seed (default: the bundled model's)")
+    decoder.add_argument(
+        "--p-loose", type=float, default=None, help="decoder A: share of loose-word captions (default 0.5)"
+    )
     add_threads_arg(decoder)
     decoder.set_defaults(handler=run_world_pretrain_decoder)
 
@@ -197,14 +200,17 @@ def run_world_pretrain_decoder(args) -> int:
     if args.which == "a":
         from .world.decoders import pretrain_decoder_a
 
-        stages = (("vae_steps", args.vae_steps), ("text_steps", args.text_steps))
+        stages = (("vae_steps", args.vae_steps), ("text_steps", args.text_steps), ("p_loose", args.p_loose))
         options.update({k: v for k, v in stages if v is not None})
         pretrain_decoder_a(args.out, command=args.command_line, **options)
     else:
         from .world.decoder_b import pretrain_decoder_b
 
-        if args.vae_steps is not None or args.text_steps is not None:
-            raise SystemExit("error: decoder B has no VAE and a frozen text encoder; drop --vae-steps/--text-steps")
+        if args.vae_steps is not None or args.text_steps is not None or args.p_loose is not None:
+            raise SystemExit(
+                "error: decoder B has no VAE and a frozen text encoder, and learns from phrases only; "
+                "drop --vae-steps/--text-steps/--p-loose"
+            )
         pretrain_decoder_b(args.out, command=args.command_line, **options)
     return 0
 

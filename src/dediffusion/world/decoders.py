@@ -94,6 +94,7 @@ def pretrain_decoder_a(
     vae_batch_size: int = 32,
     ema_decay: float = 0.995,
     p_full: float = 0.5,
+    p_loose: float = 0.5,
     timestep_bias: float = 3.0,
     config: dict[str, Any] | None = None,
     command: str = "",
@@ -109,6 +110,10 @@ def pretrain_decoder_a(
         out_dir: the diffusers folder to write (replaced in one rename when training ends).
         vae_steps, text_steps, steps: optimiser steps of the three stages, each on fresh scenes.
         seed: seeds the weights, the training scenes, the captions and the noise.
+        p_full, p_loose: caption probabilities of `sample_caption` in stage 3. Loose-word captions
+            make single words pay: with phrases only, a loose "red" beside the background word lowers
+            the loss by 0.003 and the De-Diffusion encoder never leaves "filler + background"
+            (benchmarks/results/word_signal.md).
         config: overrides of `DECODER_A_CONFIG` (architecture).
         command: recorded in training.json (the command line that made it).
     """
@@ -130,7 +135,7 @@ def pretrain_decoder_a(
     text_losses = pretrain_text_encoder_on_layouts(decoder, text_steps, batch_size, learning_rate, seed + 2)
     losses = pretrain_text_to_image(
         decoder,
-        world_sampler(seed, p_full=p_full, resolution=resolution),
+        world_sampler(seed, p_full=p_full, resolution=resolution, p_loose=p_loose),
         steps,
         batch_size,
         learning_rate,
@@ -142,7 +147,7 @@ def pretrain_decoder_a(
         "vae_steps": vae_steps, "text_steps": text_steps, "steps": steps, "batch_size": batch_size,
         "seed": seed, "learning_rate": learning_rate, "vae_learning_rate": vae_learning_rate,
         "vae_batch_size": vae_batch_size, "ema_decay": ema_decay, "p_full": p_full,
-        "timestep_bias": timestep_bias, "architecture": architecture,
+        "p_loose": p_loose, "timestep_bias": timestep_bias, "architecture": architecture,
     }  # fmt: skip
     record = _training_record(command, settings, time.perf_counter() - start, vae_losses, losses)
     record["vae_reconstruction_scene_accuracy"] = vae_accuracy
