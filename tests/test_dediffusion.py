@@ -4,7 +4,7 @@ import pytest
 import torch
 from conftest import VARIANT_IDS, VARIANTS, micro, tiny_config
 
-from dediffusion.models.dediffusion import CheckpointMismatchError, DeDiffusion, repeat_penalty
+from dediffusion.models.dediffusion import CheckpointMismatchError, DeDiffusion
 from dediffusion.models.micro import build_micro_decoder
 
 
@@ -39,18 +39,6 @@ def test_forward_reports_loss_and_temperature_schedule():
     first, last = model(images, torch.tensor([1, 2]), 0), model(images, torch.tensor([1, 2]), 10)
     assert first["loss"].ndim == 0 and first["loss_per_sample"].shape == (2,)
     assert float(first["temperature"]) == pytest.approx(2.0) and float(last["temperature"]) == pytest.approx(0.3)
-
-
-def test_repeat_penalty_counts_only_repeats_beyond_the_free_ones():
-    one_hot = torch.nn.functional.one_hot(torch.tensor([[0, 0, 0, 1]]), 5).float()  # word 0 three times
-    assert repeat_penalty(one_hot, 2.0).item() == pytest.approx(1.0)
-    assert repeat_penalty(one_hot, 3.0).item() == 0.0
-    assert repeat_penalty(torch.full((1, 4, 5), 0.2), 0.5).item() == pytest.approx(5 * 0.3**2)  # spread counts
-    model = DeDiffusion(tiny_config("", "", "tokens.repeat_penalty=0.5"), micro())
-    out = model(torch.rand(2, 3, 8, 8) * 2 - 1, torch.tensor([1, 2]))
-    assert out["loss"].item() == pytest.approx((out["denoising_loss"] + 0.5 * out["repeat_penalty"]).item())
-    with pytest.raises(ValueError, match="repeat_penalty"):
-        tiny_config("", "", "tokens.repeat_penalty=-1")
 
 
 def test_timestep_bias_moves_the_training_noise_levels_up(monkeypatch):

@@ -55,8 +55,6 @@ class TokensConfig:
     temperature_end: float = 0.3
     temperature_steps: int = 0  # 0: anneal over the whole run (train.steps)
     straight_through: bool = False  # hard one-hot forward, soft gradient backward
-    repeat_penalty: float = 0.0  # weight of sum_w relu(expected count of word w in a text - free_repeats) ** 2
-    free_repeats: float = 2.0  # how often a word may appear in one text before repeat_penalty counts it
     exclude_punctuation: bool = True
     allow: tuple[str, ...] = ()  # if set, only these tokens (as the tokenizer spells them) are allowed
     deny: tuple[str, ...] = ()
@@ -179,7 +177,6 @@ def validate(config: Any) -> Any:
         ],
         TokensConfig: [
             (lambda c: c.temperature_start > 0 and c.temperature_end > 0, "temperatures must be positive"),
-            (lambda c: c.repeat_penalty >= 0 and c.free_repeats >= 0, "repeat_penalty and free_repeats must be >= 0"),
         ],
         TrainConfig: [
             (lambda c: c.steps >= 1 and c.batch_size >= 1, "steps and batch_size must be at least 1"),

@@ -15,7 +15,6 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from ..config import Config, load_config, save_config
@@ -37,15 +36,6 @@ class CheckpointMismatchError(ValueError):
 def sample_generators(seeds: Sequence[int] | torch.Tensor, device: torch.device | str) -> list[torch.Generator]:
     """One generator per sample, so each sample's randomness depends only on its own seed."""
     return [torch.Generator(device=device).manual_seed(int(seed)) for seed in seeds]
-
-
-def repeat_penalty(probs: torch.Tensor, free_repeats: float) -> torch.Tensor:
-    """Mean over texts of sum_w relu(c_w - free_repeats) ** 2, with c_w = sum_k probs[k, w] the expected
-    count of word w in the text (probs (B, N, V)). The decoder's text encoder may read a text as a bag
-    of words; then every slot gets the same gradient and all slots write the same word ("navy navy
-    navy ..."). Capping repeats makes later slots take the next most useful word instead."""
-    counts = probs.sum(dim=1)
-    return F.relu(counts - free_repeats).pow(2).sum(-1).mean()
 
 
 class DeDiffusion(nn.Module):
@@ -89,11 +79,8 @@ class DeDiffusion(nn.Module):
         per_sample = self.decoder.denoising_loss(
             images, states, generators, timestep_bias=self.config.train.timestep_bias
         )
-        repeats = repeat_penalty(probs, self.config.tokens.free_repeats)
         return {
-            "loss": per_sample.mean() + self.config.tokens.repeat_penalty * repeats,
-            "denoising_loss": per_sample.mean().detach(),
-            "repeat_penalty": repeats.detach(),
+            "loss": per_sample.mean(),
             "loss_per_sample": per_sample.detach(),
             "temperature": torch.tensor(temperature),
             "token_confidence": probs.detach().max(-1).values.mean(),
