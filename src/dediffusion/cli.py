@@ -165,7 +165,7 @@ def add_world(commands) -> None:
     decoder.add_argument("--text-steps", type=int, default=None, help="decoder A: text-encoder layout steps")
     decoder.add_argument("--seed", type=int, default=None, help="seed (default: the bundled model's)")
     decoder.add_argument(
-        "--p-loose", type=float, default=None, help="decoder A: share of loose-word captions (default 0.5)"
+        "--p-loose", type=float, default=None, help="decoder A: share of loose-word captions (default 0, as the bundled model)"
     )
     add_threads_arg(decoder)
     decoder.set_defaults(handler=run_world_pretrain_decoder)
