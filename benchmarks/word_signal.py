@@ -70,7 +70,12 @@ def word_signal(decoder_dir: str, num_scenes: int) -> dict:
                 row.append(decoder.denoising_loss(images, states, None, timesteps, noise).mean().item())
             losses[name] = row
     example = VARIANTS["bg all words"](scenes[0])
-    return {"decoder": decoder_dir, "num_scenes": len(scenes), "losses": losses, "example": example}
+    record = Path(decoder_dir) / "training.json"  # how the decoder was made, when it says
+    made_by = None
+    if record.is_file():
+        record = json.loads(record.read_text())
+        made_by = f"{record.get('command')}` (p_loose {record.get('settings', {}).get('p_loose', 0.0)})"
+    return {"decoder": decoder_dir, "made_by": made_by, "num_scenes": len(scenes), "losses": losses, "example": example}
 
 
 def to_markdown(results: list[dict], command: str, info: dict) -> str:
@@ -78,6 +83,7 @@ def to_markdown(results: list[dict], command: str, info: dict) -> str:
     lines += [f"- command: `{command}`", f"- machine: {info}", ""]
     for r in results:
         lines += [f'## `{r["decoder"]}` ({r["num_scenes"]} scenes; loose words e.g. "{r["example"]}")', ""]
+        lines += [f"made by `{r['made_by']}", ""] if r["made_by"] else []
         lines += ["| text | " + " | ".join(f"t={t}" for t in TIMESTEPS) + " | mean |"]
         lines += ["|---" * (len(TIMESTEPS) + 2) + "|"]
         for name, row in r["losses"].items():
