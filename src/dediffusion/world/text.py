@@ -7,7 +7,8 @@ background, when named, comes last as "on a <colour> background".
 - ``describe(scene)``: every object (size, colour, shape, position) in row-major cell order and the
   background; deterministic.
 - ``sample_caption(scene, rng)``: what a text-to-image model is pretrained on: random subsets of the
-  facts in random order, with some attributes dropped, sometimes the full description, sometimes "".
+  facts in random order, with some attributes dropped, sometimes the full description, sometimes "";
+  with ``p_loose``, some captions are loose shuffled words instead of phrases.
 - ``human_caption(scene)``: colour and shape of the one or two most salient objects, nothing else.
 """
 
