@@ -10,7 +10,12 @@ from pathlib import Path
 
 logger = logging.getLogger("dediffusion")
 
-Formatter = argparse.ArgumentDefaultsHelpFormatter
+
+class Formatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows each option's default, except None: those options' help says what happens without them."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        return action.help if action.default is None else super()._get_help_string(action)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -165,7 +170,10 @@ def add_world(commands) -> None:
     decoder.add_argument("--text-steps", type=int, default=None, help="decoder A: text-encoder layout steps")
     decoder.add_argument("--seed", type=int, default=None, help="seed (default: the bundled model's)")
     decoder.add_argument(
-        "--p-loose", type=float, default=None, help="decoder A: share of loose-word captions (default 0, as the bundled model)"
+        "--p-loose",
+        type=float,
+        default=None,
+        help="decoder A: share of loose-word captions (default 0, as the bundled model)",
     )
     add_threads_arg(decoder)
     decoder.set_defaults(handler=run_world_pretrain_decoder)
