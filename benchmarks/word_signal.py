@@ -17,13 +17,11 @@ import time
 from pathlib import Path
 
 import torch
+from record import machine  # the script's folder is on sys.path
 
 from dediffusion.models.decoder import TextToImageDecoder
 from dediffusion.world import describe, render_batch, test_scenes
 from dediffusion.world.scene import COLORS
-
-sys.path.insert(0, str(Path(__file__).parent))
-from record import machine  # noqa: E402
 
 TIMESTEPS = [150, 300, 450, 600, 750, 900, 999]
 
