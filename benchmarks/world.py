@@ -34,6 +34,7 @@ from record import machine
 from dediffusion.eval.frechet import EffNetFeatures
 from dediffusion.eval.grid import save_grid
 from dediffusion.eval.reconstruction import best_over_sweep, generate_from_prompts, score_prompt_sources
+from dediffusion.eval.report import accuracy_by_kind_table
 from dediffusion.eval.scene_accuracy import scene_accuracy
 from dediffusion.models.decoder import TextToImageDecoder
 from dediffusion.models.dediffusion import DeDiffusion
@@ -160,6 +161,7 @@ def to_markdown(record: dict) -> str:
             row = [cells[source][str(float(s))] for s in scales]
             shown = [f"{percent(c['scene_accuracy'])} / {c['fd_effnet']:.2f}" for c in row]
             lines.append(f"| {source} | " + " | ".join(shown) + " |")
+        lines += accuracy_by_kind_table(record[key]["best"], title)
     lines += ["", "## Bundled artifacts", "", "| artifact | MB | wall time (s) | command |", "|---|---|---|---|"]
     for a in record["artifacts"]:
         lines.append(f"| {a['artifact']} | {a['mb']:.1f} | {a['wall_time_s']} | `{a['command']}` |")

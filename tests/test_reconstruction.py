@@ -47,16 +47,35 @@ def test_copying_source_scores_perfectly_and_the_other_does_not(references):
         assert cells["copy"][scale]["fd_effnet"] == pytest.approx(0.0, abs=1e-6)
         assert cells["copy"][scale]["scene_accuracy"] == 1.0
         assert cells["flip"][scale]["fd_effnet"] > 0.1 and cells["flip"][scale]["scene_accuracy"] == 0.0
+    assert cells["copy"]["1.0"]["accuracy_by_kind"]["background"] == 1.0
+    assert cells["flip"]["1.0"]["accuracy_by_kind"]["background"] == 0.0
     best = best_over_sweep(cells)
     assert best["copy"]["scene_accuracy"] == 1.0 and best["copy"]["fd_effnet_guidance"] in (1.0, 3.0)
+    assert best["copy"]["accuracy_by_kind"] == cells["copy"]["1.0"]["accuracy_by_kind"]
+
+
+def test_accuracy_by_kind_splits_the_facts_a_redraw_gets_wrong(references):
+    circle = {"shape": "circle", "color": "red", "size": "small", "row": 0, "col": 0}
+    scenes = [{"background": "bright", "objects": [circle]}] * 6
+
+    def reads_a_square(images):
+        return [{**scenes[0], "objects": [{**scenes[0]["objects"][0], "shape": "square"}]} for _ in images]
+
+    cells = score_prompt_sources(EchoDecoder(references), {"copy": [f"copy {i}" for i in range(6)]}, references,
+                                 [1.0], 5, features, scenes, reads_a_square)  # fmt: skip
+    by_kind = cells["copy"]["1.0"]["accuracy_by_kind"]
+    assert by_kind["shape"] == 0.0
+    assert by_kind["background"] == by_kind["position"] == by_kind["color"] == by_kind["size"] == 1.0
+    assert by_kind["all"] == pytest.approx(4 / 5) == cells["copy"]["1.0"]["scene_accuracy"]
 
 
 def test_without_scenes_scene_accuracy_is_none_and_fd_is_still_scored(references):
     cells = score_prompt_sources(EchoDecoder(references), {"copy": [f"copy {i}" for i in range(6)]}, references,
                                  [2.0], 5, features)  # fmt: skip
-    assert cells["copy"]["2.0"]["scene_accuracy"] is None
+    assert cells["copy"]["2.0"]["scene_accuracy"] is None and cells["copy"]["2.0"]["accuracy_by_kind"] is None
     best = best_over_sweep(cells)["copy"]
-    assert best["scene_accuracy"] is None and best["fd_effnet"] == pytest.approx(0.0, abs=1e-6)
+    assert best["scene_accuracy"] is None and best["accuracy_by_kind"] is None
+    assert best["fd_effnet"] == pytest.approx(0.0, abs=1e-6)
 
 
 def test_empty_prompts_are_drawn_once_and_shared_across_the_sweep(references):

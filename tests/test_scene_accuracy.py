@@ -103,3 +103,10 @@ def test_scene_accuracy_is_the_mean_and_by_kind_pools_counts():
     assert by_kind["background"] == by_kind["shape"] == 1.0
     with pytest.raises(ValueError, match="equally many"):
         scene_accuracy([TRUE], [])
+
+
+def test_by_kind_is_none_for_a_kind_with_nothing_to_count():
+    bare = {"background": "gray", "objects": []}  # a user's scene graph may hold no object
+    by_kind = accuracy_by_kind([bare], [bare])
+    assert by_kind["background"] == by_kind["all"] == 1.0
+    assert by_kind["shape"] is None and by_kind["position"] is None

@@ -4,7 +4,8 @@
   `seed + i`, so every prompt source is drawn with the same noise.
 - `score_prompt_sources(decoder, sources, references, ...)`: for each prompt source (name -> one text
   per reference image) and each guidance scale, FD-EffNet of the redraws against the references and,
-  when the true scenes and a scene reader (the world's perception model) are given, scene accuracy.
+  when the true scenes and a scene reader (the world's perception model) are given, scene accuracy
+  and its split by fact kind (which facts a decoder gets wrong: background, position, shape, ...).
 - `best_over_sweep(cells)`: each source's best value of each metric over the guidance sweep.
 
 Metric maths lives in `eval/frechet.py` and `eval/scene_accuracy.py`; this module only runs decoders.
@@ -19,11 +20,11 @@ from collections.abc import Callable, Mapping, Sequence
 import torch
 
 from .frechet import EffNetFeatures, feature_statistics, frechet_distance
-from .scene_accuracy import scene_accuracy
+from .scene_accuracy import accuracy_by_kind, scene_accuracy
 
 logger = logging.getLogger(__name__)
 
-Cells = dict[str, dict[str, dict[str, float | None]]]  # source -> guidance -> metric -> value
+Cells = dict[str, dict[str, dict]]  # source -> guidance -> metric -> value (accuracy_by_kind: kind -> value)
 
 
 def generate_from_prompts(
@@ -54,10 +55,12 @@ def score_prompt_sources(
     read_scenes: Callable[[torch.Tensor], list] | None = None,
     seed: int = 0,
 ) -> Cells:
-    """{source: {str(guidance): {"scene_accuracy", "fd_effnet"}}} for redraws of `references` (N, 3, H, W).
+    """{source: {str(guidance): {"scene_accuracy", "accuracy_by_kind", "fd_effnet"}}} for redraws of
+    `references` (N, 3, H, W).
 
-    Scene accuracy is None unless both `scenes` (the true scene of each reference) and `read_scenes`
-    are given. A source whose texts are all empty is drawn once: guidance does not change it.
+    Scene accuracy and accuracy by kind are None unless both `scenes` (the true scene of each
+    reference) and `read_scenes` are given. A source whose texts are all empty is drawn once:
+    guidance does not change it.
     """
     for name, texts in sources.items():
         if len(texts) != len(references):
@@ -69,8 +72,10 @@ def score_prompt_sources(
         for scale in guidance_scales[:1] if unconditional else guidance_scales:
             start = time.perf_counter()
             images = generate_from_prompts(decoder, texts, scale, num_inference_steps, seed=seed)
+            accuracy, by_kind = _scene_scores(images, scenes, read_scenes)
             cell = {
-                "scene_accuracy": _scene_accuracy(images, scenes, read_scenes),
+                "scene_accuracy": accuracy,
+                "accuracy_by_kind": by_kind,
                 "fd_effnet": frechet_distance(*real, *feature_statistics(features(images))),
             }
             cells.setdefault(name, {})[_key(scale)] = cell
@@ -81,25 +86,32 @@ def score_prompt_sources(
 
 
 def best_over_sweep(cells: Cells) -> dict[str, dict[str, float | None]]:
-    """Per source: the highest scene accuracy and the lowest FD-EffNet over the sweep, with their scales."""
+    """Per source: the highest scene accuracy (with its accuracy by kind) and the lowest FD-EffNet over
+    the sweep, with their scales."""
     out = {}
     for source, by_scale in cells.items():
         fd_scale = min(by_scale, key=lambda s: by_scale[s]["fd_effnet"])
         row = {"fd_effnet": by_scale[fd_scale]["fd_effnet"], "fd_effnet_guidance": float(fd_scale)}
         if all(c["scene_accuracy"] is not None for c in by_scale.values()):
             acc_scale = max(by_scale, key=lambda s: by_scale[s]["scene_accuracy"])
-            row.update(scene_accuracy=by_scale[acc_scale]["scene_accuracy"], scene_accuracy_guidance=float(acc_scale))
+            best = by_scale[acc_scale]
+            row.update(
+                scene_accuracy=best["scene_accuracy"],
+                scene_accuracy_guidance=float(acc_scale),
+                accuracy_by_kind=best.get("accuracy_by_kind"),
+            )
         else:
-            row.update(scene_accuracy=None, scene_accuracy_guidance=None)
+            row.update(scene_accuracy=None, scene_accuracy_guidance=None, accuracy_by_kind=None)
         out[source] = row
     return out
 
 
-def _scene_accuracy(images: torch.Tensor, scenes, read_scenes) -> float | None:
+def _scene_scores(images: torch.Tensor, scenes, read_scenes) -> tuple[float | None, dict[str, float] | None]:
+    """Scene accuracy and accuracy by fact kind of the redraws, or (None, None) without an answer key."""
     if scenes is None or read_scenes is None:
-        return None
+        return None, None
     predictions = [p for chunk in images.split(256) for p in read_scenes(chunk)]
-    return scene_accuracy(scenes, predictions)
+    return scene_accuracy(scenes, predictions), accuracy_by_kind(scenes, predictions)
 
 
 def _key(scale: float) -> str:

@@ -83,8 +83,24 @@ def _reconstruction(record: dict) -> list[str]:
                 + " | ".join(f"{_percent(c['scene_accuracy'])} / {c['fd_effnet']:.2f}" for c in shown)
                 + " |"
             )
+    for d in decoders:
+        lines += accuracy_by_kind_table(record["reconstruction"][d]["best"], d)
     if "guidance_sweep" in record.get("plots", {}):
         lines += ["", f"![guidance sweep]({record['plots']['guidance_sweep']})"]
+    return lines
+
+
+def accuracy_by_kind_table(best: dict, decoder: str) -> list[str]:
+    """Markdown: each prompt source's scene accuracy split by fact kind, at its best guidance scale;
+    nothing when no source has an answer key."""
+    rows = {source: row for source, row in best.items() if row.get("accuracy_by_kind")}
+    if not rows:
+        return []
+    kinds = list(next(iter(rows.values()))["accuracy_by_kind"])
+    lines = ["", f"### {decoder}: scene accuracy by fact kind (at each source's best guidance)", ""]
+    lines += ["| prompt source | " + " | ".join(kinds) + " |", "|---|" + "---|" * len(kinds)]
+    for source, row in rows.items():
+        lines.append(f"| {source} | " + " | ".join(_percent(row["accuracy_by_kind"][k]) for k in kinds) + " |")
     return lines
 
 

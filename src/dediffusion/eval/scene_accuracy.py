@@ -92,8 +92,11 @@ def scene_accuracy(true_scenes: Sequence[SceneLike], predicted_scenes: Sequence[
     return sum(scores) / len(scores)
 
 
-def accuracy_by_kind(true_scenes: Sequence[SceneLike], predicted_scenes: Sequence[SceneLike]) -> dict[str, float]:
-    """Per fact kind, correct / counted pooled over all scenes; ``"all"`` pools every kind.
+def accuracy_by_kind(
+    true_scenes: Sequence[SceneLike], predicted_scenes: Sequence[SceneLike]
+) -> dict[str, float | None]:
+    """Per fact kind, correct / counted pooled over all scenes; ``"all"`` pools every kind. A kind
+    with nothing to count (e.g. object facts when no scene has an object) is None.
 
     Raises:
         ValueError: if the two sequences differ in length or are empty.
@@ -105,7 +108,7 @@ def accuracy_by_kind(true_scenes: Sequence[SceneLike], predicted_scenes: Sequenc
             for key in (kind, "all"):
                 totals[key][0] += correct
                 totals[key][1] += counted
-    return {kind: correct / counted for kind, (correct, counted) in totals.items()}
+    return {kind: correct / counted if counted else None for kind, (correct, counted) in totals.items()}
 
 
 def _hallucinated(true_facts: set[Fact], predicted_facts: set[Fact]) -> int:
