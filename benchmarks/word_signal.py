@@ -61,12 +61,7 @@ def word_signal(decoder_dir: str, num_scenes: int) -> dict:
     with torch.no_grad():
         for name, text_of in VARIANTS.items():
             states = decoder.encode_text([text_of(s) for s in scenes])
-            row = []
-            for t in TIMESTEPS:
-                noise = torch.randn((len(scenes), *decoder.latent_shape), generator=torch.Generator().manual_seed(t))
-                timesteps = torch.full((len(scenes),), t)
-                row.append(decoder.denoising_loss(images, states, None, timesteps, noise).mean().item())
-            losses[name] = row
+            losses[name] = decoder.fixed_noise_loss(images, states, TIMESTEPS).mean(1).tolist()
     example = VARIANTS["bg all words"](scenes[0])
     record = Path(decoder_dir) / "training.json"  # how the decoder was made, when it says
     made_by = None

@@ -94,6 +94,19 @@ def test_random_draws_are_per_sample_and_reproducible(decoder):
     assert torch.equal(full, again) and torch.allclose(full[1:2], alone, atol=1e-6)
 
 
+def test_fixed_noise_loss_gives_every_text_the_same_noise_per_timestep(decoder):
+    images = torch.rand(2, 3, 8, 8) * 2 - 1
+    states = decoder.encode_text(["red", "blue"])
+    losses = decoder.fixed_noise_loss(images, states, [100, 700])
+    assert losses.shape == (2, 2) and not losses.requires_grad
+    noise = torch.randn((2, *decoder.latent_shape), generator=torch.Generator().manual_seed(700))
+    direct = decoder.denoising_loss(images, states, None, torch.tensor([700, 700]), noise)
+    assert torch.allclose(losses[1], direct)
+    swapped = decoder.fixed_noise_loss(images, states.flip(0), [100, 700])
+    assert not torch.allclose(swapped, losses)  # only the text changed, and the loss saw it
+    assert torch.equal(decoder.fixed_noise_loss(images, states, [100, 700]), losses)
+
+
 @pytest.mark.parametrize("bias", [0.0, 1.0, 3.0])
 def test_timestep_bias_gives_density_proportional_to_t_to_the_bias(bias):
     steps = sample_timesteps(sample_generators(range(4000), "cpu"), 1000, bias).float()

@@ -72,7 +72,7 @@ def test_report_files_and_markdown(world_report):
         assert f"## {heading}" in markdown
     assert "| prompt inversion |" in markdown and "command: `dediffusion evaluate" in markdown
     assert "### decoder_a: scene accuracy by fact kind" in markdown
-    assert "| prompt source | background | position | shape | color | size | all |" in markdown
+    assert "| prompt source | background | position | shape | color | size | all facts (pooled) |" in markdown
     for name in ("guidance_sweep.png", "token_ablation.png", "examples_dediffusion.png"):
         assert Image.open(world_report / name).size[0] > 100  # matplotlib comes with the dev extra
 

@@ -98,7 +98,8 @@ def accuracy_by_kind_table(best: dict, decoder: str) -> list[str]:
         return []
     kinds = list(next(iter(rows.values()))["accuracy_by_kind"])
     lines = ["", f"### {decoder}: scene accuracy by fact kind (at each source's best guidance)", ""]
-    lines += ["| prompt source | " + " | ".join(kinds) + " |", "|---|" + "---|" * len(kinds)]
+    header = ["all facts (pooled)" if k == "all" else k for k in kinds]
+    lines += ["| prompt source | " + " | ".join(header) + " |", "|---|" + "---|" * len(kinds)]
     for source, row in rows.items():
         lines.append(f"| {source} | " + " | ".join(_percent(row["accuracy_by_kind"][k]) for k in kinds) + " |")
     return lines

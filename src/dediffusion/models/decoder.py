@@ -307,6 +307,20 @@ class TextToImageDecoder(nn.Module):
         target = self._target(latents, noise, timesteps)
         return (prediction.sample.float() - target).pow(2).mean(dim=(1, 2, 3))
 
+    @torch.no_grad()
+    def fixed_noise_loss(
+        self, images: torch.Tensor, text_states: torch.Tensor, timesteps: Sequence[int]
+    ) -> torch.Tensor:
+        """Denoising loss (len(timesteps), B) of each image at each given timestep, conditioned on
+        `text_states` (B, T, D). The noise at timestep t is drawn from seed t, whatever the text, so
+        texts (or other prompts) for the same images compare on equal terms."""
+        rows = []
+        for t in timesteps:
+            noise = torch.randn((images.shape[0], *self.latent_shape), generator=torch.Generator().manual_seed(int(t)))
+            steps = torch.full((images.shape[0],), int(t))
+            rows.append(self.denoising_loss(images, text_states, None, steps, noise))
+        return torch.stack(rows)
+
     def _target(self, latents: torch.Tensor, noise: torch.Tensor, timesteps: torch.Tensor) -> torch.Tensor:
         kind = self.prediction_type
         if kind == "epsilon":
