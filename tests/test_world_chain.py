@@ -59,13 +59,7 @@ def chain(tmp_path_factory):
 
 def fixed_loss(model, images, text_states):
     """Mean denoising loss over EVAL_TIMESTEPS with fixed noises (the text is the only difference)."""
-    decoder = model.decoder
-    noise = torch.randn((len(EVAL_TIMESTEPS), *decoder.latent_shape), generator=torch.Generator().manual_seed(0))
-    total = 0.0
-    for t, n in zip(EVAL_TIMESTEPS, noise):
-        b = images.shape[0]
-        total += decoder.denoising_loss(images, text_states, None, t.repeat(b), n.expand(b, *n.shape)).mean()
-    return float(total) / len(EVAL_TIMESTEPS)
+    return model.decoder.fixed_noise_loss(images, text_states, EVAL_TIMESTEPS.tolist()).mean().item()
 
 
 def test_world_chain_training_ran_and_logged_every_step(chain):

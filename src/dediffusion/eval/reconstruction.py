@@ -98,7 +98,7 @@ def best_over_sweep(cells: Cells) -> dict[str, dict[str, float | None]]:
             row.update(
                 scene_accuracy=best["scene_accuracy"],
                 scene_accuracy_guidance=float(acc_scale),
-                accuracy_by_kind=best.get("accuracy_by_kind"),
+                accuracy_by_kind=best["accuracy_by_kind"],
             )
         else:
             row.update(scene_accuracy=None, scene_accuracy_guidance=None, accuracy_by_kind=None)
