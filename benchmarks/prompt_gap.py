@@ -1,17 +1,16 @@
 """How far can a prompt drive a frozen decoder, per image, when it is free vectors and when it is words?
 
-For each of a few test scenes, the same number of optimiser steps fits:
-- free continuous embeddings at the token positions (no vocabulary: an upper bound for the text
-  pathway), and
-- hard prompts of words (PEZ, the library's `invert_prompts`, the evaluation's per-image baseline),
-- word logits relaxed by Gumbel-softmax, annealed as the encoder's are (the encoder's estimator, with
-  no amortisation: the best its relaxation finds per image), scored by their argmax words,
-all against the decoder's own denoising loss. Each is scored with the same fixed noise as the
-references (empty text, the human-style caption, the full description), and by scene accuracy of
-images the decoder draws from it (the perception model reads them).
+For each of a few test scenes, the same number of optimiser steps fits three kinds of prompt to
+the decoder's own denoising loss:
+- free continuous embeddings at the token positions (no vocabulary: what the text pathway can carry);
+- hard prompts of words by PEZ (the library's `invert_prompts`, the evaluation's per-image baseline);
+- word logits relaxed by Gumbel-softmax, annealed as the world preset anneals the encoder's (the
+  encoder's estimator without amortisation), scored by their argmax words.
+Each prompt, and the references (empty text, the human-style caption, the full description), is
+scored by its fixed-noise loss and by the scene accuracy of the images the decoder draws from it.
 
-The De-Diffusion encoder amortises the second problem; if words stop far above free vectors, the
-vocabulary bottleneck (not the image encoder) is what holds the encoder back.
+Free vectors against words measure what the vocabulary costs; the Gumbel-softmax words against the
+encoder's text measure what learning one encoder for all images costs.
 
 usage: python benchmarks/prompt_gap.py [--decoder bundled:decoder_a] [--scenes 32] [--steps 300]
 Writes benchmarks/results/prompt_gap.{md,json}.
@@ -27,6 +26,7 @@ from pathlib import Path
 import torch
 from record import machine  # the script's folder is on sys.path
 
+from dediffusion.config import load_config
 from dediffusion.eval.prompt_inversion import invert_prompts
 from dediffusion.eval.scene_accuracy import scene_accuracy
 from dediffusion.models.decoder import TextToImageDecoder
@@ -57,8 +57,9 @@ def fit_free_embeddings(decoder, images, num_tokens: int, steps: int, learning_r
 
 
 def fit_gumbel_words(decoder, images, num_tokens: int, steps: int, learning_rate: float) -> list[str]:
-    """Per-image token logits (B, N, V) fitted with Adam through Gumbel-softmax tokens (temperature 2 ->
-    0.3, as the world preset anneals the encoder's); returns the argmax words."""
+    """Per-image token logits (B, N, V) fitted with Adam through Gumbel-softmax tokens, the temperature
+    annealed over `steps` as the world preset anneals the encoder's; returns the argmax words."""
+    tokens = load_config("world").tokens
     mask = decoder.vocabulary_mask()
     shape = (images.shape[0], num_tokens, decoder.vocab_size)
     logits = (0.01 * torch.randn(shape, generator=torch.Generator().manual_seed(0))).requires_grad_()
@@ -67,7 +68,8 @@ def fit_gumbel_words(decoder, images, num_tokens: int, steps: int, learning_rate
         generators = sample_generators([step * images.shape[0] + b for b in range(images.shape[0])], "cpu")
         masked = logits.masked_fill(~mask, float("-inf"))
         noise = sample_gumbel(shape[1:], generators, "cpu")
-        probs = gumbel_softmax(masked, temperature_at(step, 2.0, 0.3, steps), noise)
+        temperature = temperature_at(step, tokens.temperature_start, tokens.temperature_end, steps)
+        probs = gumbel_softmax(masked, temperature, noise)
         loss = decoder.denoising_loss(images, decoder.soft_text_embeddings(probs), generators).mean()
         optimizer.zero_grad()
         loss.backward()
@@ -97,8 +99,7 @@ def main() -> None:
     read = PerceptionModel.load().predict
 
     def score(states: torch.Tensor, seconds: float | None = None) -> dict:
-        with torch.no_grad():
-            loss = decoder.fixed_noise_loss(images, states, TIMESTEPS).mean().item()
+        loss = decoder.fixed_noise_loss(images, states, TIMESTEPS).mean().item()
         drawn = draw_from_states(decoder, states)
         return {"fixed_noise_loss": loss, "scene_accuracy": scene_accuracy(scenes, read(drawn)), "seconds": seconds}
 
