@@ -7,7 +7,7 @@ colour (and every shape) at that slot is ranked two ways:
 - first-order: the gradient of the denoising loss with respect to the one-hot token (what
   Gumbel-softmax, straight-through and PEZ follow), summed over `--draws` noise draws;
 - exact: the denoising loss with that word put in, on the same `k` noise draws for every word
-  (what `train.estimator: search` uses), k in 1, 2, 4.
+  (what a zero-order search over words scores; commit 1a2e910 tried one for the encoder), k in 1, 2, 4.
 The table gives how often the best-ranked word is the image's true one (chance: 1/8 colours, 1/5 shapes).
 
 usage: python benchmarks/estimator_signal.py [--decoder bundled:decoder_a] [--scenes 128] [--threads N]
@@ -76,7 +76,7 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     start = time.perf_counter()
     decoder = TextToImageDecoder.from_pretrained(args.decoder)
-    ids = decoder.text_token_ids(STARTING_TEXT)
+    ids = decoder.tokenizer(STARTING_TEXT, add_special_tokens=False).input_ids
     scenes = [s for s in train_scenes(20 * args.scenes, seed=123) if s.objects[0].position == "top left"]
     scenes = scenes[: args.scenes]
     images = render_batch(scenes, decoder.resolution)
