@@ -18,11 +18,12 @@ def train_a_few_steps(model, steps=3):
             optimizer.step()
 
 
+@pytest.mark.parametrize("estimator", ["gumbel", "search"])
 @pytest.mark.parametrize("latent, prediction_type", VARIANTS, ids=VARIANT_IDS)
-def test_gradients_reach_every_encoder_parameter_and_never_the_decoder(latent, prediction_type):
+def test_gradients_reach_every_encoder_parameter_and_never_the_decoder(latent, prediction_type, estimator):
     decoder = micro(latent, prediction_type)
     before = {k: v.clone() for k, v in decoder.state_dict().items()}
-    model = DeDiffusion(tiny_config(), decoder)
+    model = DeDiffusion(tiny_config("", "", f"train.estimator={estimator}"), decoder)
     train_a_few_steps(model)
     after = decoder.state_dict()
     assert all(torch.equal(before[k], after[k]) for k in before)
@@ -39,6 +40,24 @@ def test_forward_reports_loss_and_temperature_schedule():
     first, last = model(images, torch.tensor([1, 2]), 0), model(images, torch.tensor([1, 2]), 10)
     assert first["loss"].ndim == 0 and first["loss_per_sample"].shape == (2,)
     assert float(first["temperature"]) == pytest.approx(2.0) and float(last["temperature"]) == pytest.approx(0.3)
+
+
+def test_search_training_loss_is_the_cross_entropy_toward_the_searched_text():
+    from dediffusion.models.dediffusion import sample_generators
+    from dediffusion.models.quantize import hard_tokens
+    from dediffusion.models.search import search_tokens
+
+    model = DeDiffusion(tiny_config("", "", "train.estimator=search", "tokens.deny=[dark]"), micro())
+    images, seeds = torch.rand(2, 3, 8, 8) * 2 - 1, torch.tensor([5, 6])
+    out = model(images, seeds, 0)
+    logits = model.logits(images)
+    allowed = model.vocab_mask.nonzero().squeeze(1)
+    generators = sample_generators(seeds, "cpu")
+    targets, slots, current = search_tokens(model.decoder, images, hard_tokens(logits), allowed, generators)
+    rows = torch.arange(2)
+    expected = -torch.log_softmax(logits[rows, slots], -1)[rows, targets[rows, slots]]
+    assert torch.allclose(out["loss_per_sample"], expected, atol=1e-6)
+    assert torch.allclose(out["denoising_loss"], current.mean())
 
 
 def test_timestep_bias_moves_the_training_noise_levels_up(monkeypatch):
@@ -100,3 +119,25 @@ def test_damaged_weights_are_refused(tmp_path):
 def test_more_tokens_than_the_text_encoder_takes_is_refused():
     with pytest.raises(ValueError, match="exceeds"):
         DeDiffusion(tiny_config("", "", "encoder.num_tokens=7"), micro())
+
+
+def test_a_starting_text_is_what_a_fresh_encoder_writes_for_any_image():
+    model = DeDiffusion(tiny_config("", "", "tokens.init_text=red dark", "tokens.init_logit=30"), micro()).eval()
+    texts = model.encode(torch.rand(3, 3, 8, 8) * 2 - 1)
+    assert all(text.split()[:2] == ["red", "dark"] for text in texts)
+    plain = DeDiffusion(tiny_config(), micro()).eval()
+    assert not torch.equal(plain.encoder.slot_bias, model.encoder.slot_bias) and not plain.encoder.slot_bias.any()
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        (["tokens.init_text=red dark", "tokens.deny=[dark]"], "may not write: \\['dark'\\]"),
+        (["tokens.init_text=red red red red red"], "has 5 tokens; encoder.num_tokens is 4"),
+    ],
+)
+def test_a_starting_text_the_encoder_cannot_write_is_refused(overrides, message):
+    from dediffusion.config import ConfigError
+
+    with pytest.raises(ConfigError, match=message):
+        DeDiffusion(tiny_config("", "", *overrides), micro())

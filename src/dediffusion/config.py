@@ -55,9 +55,12 @@ class TokensConfig:
     temperature_end: float = 0.3
     temperature_steps: int = 0  # 0: anneal over the whole run (train.steps)
     straight_through: bool = False  # hard one-hot forward, soft gradient backward
+    noise_scale: float = 1.0  # Gumbel noise multiplier: 0 trains on the argmax text itself (with straight_through)
     exclude_punctuation: bool = True
     allow: tuple[str, ...] = ()  # if set, only these tokens (as the tokenizer spells them) are allowed
     deny: tuple[str, ...] = ()
+    init_text: str = ""  # if set, the encoder starts out writing this text (see DeDiffusion)
+    init_logit: float = 5.0  # how strongly: the starting text's logit lead at every position
 
 
 @dataclass(frozen=True)
@@ -71,6 +74,9 @@ class TrainConfig:
     warmup_steps: int = 100
     max_grad_norm: float = 1.0
     timestep_bias: float = 0.0  # diffusion timesteps drawn with density ~ t ** bias (0: uniform)
+    estimator: str = "gumbel"  # "gumbel": the paper's loss through relaxed tokens; "search": see models/search.py
+    search_candidates: int = 8  # estimator "search": one-token variants tried per image and step
+    search_noise: int = 2  # estimator "search": noise draws each variant is scored on
     seed: int = 0
     checkpoint_every: int = 500
     keep_checkpoints: int = 3
@@ -187,6 +193,8 @@ def validate(config: Any) -> Any:
             ),
             (lambda c: c.keep_checkpoints >= 1, "keep_checkpoints must be at least 1"),
             (lambda c: c.timestep_bias >= 0, "timestep_bias must be >= 0 (0: uniform timesteps)"),
+            (lambda c: c.estimator in ("gumbel", "search"), "estimator must be gumbel or search"),
+            (lambda c: c.search_candidates >= 1 and c.search_noise >= 1, "search_candidates and search_noise >= 1"),
         ],
         DecoderConfig: [
             (

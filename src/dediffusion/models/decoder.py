@@ -217,6 +217,10 @@ class TextToImageDecoder(nn.Module):
         )
         return out.input_ids.to(self.device), out.attention_mask.to(self.device)
 
+    def text_token_ids(self, text: str) -> list[int]:
+        """The ids of `text`'s tokens, without start, end or padding."""
+        return list(self.tokenizer(text, add_special_tokens=False).input_ids)
+
     def encode_text(self, texts: Sequence[str]) -> torch.Tensor:
         """Text-encoder hidden states (B, T, D) for plain strings, as the pipeline would compute them."""
         ids, attention = self.tokenize(texts)
@@ -301,7 +305,12 @@ class TextToImageDecoder(nn.Module):
         latents = self.to_latents(images, generators)
         if noise is None:
             noise = per_sample_randn(latents.shape[1:], generators, self.device)
-        timesteps, noise = timesteps.to(self.device), noise.to(self.device, torch.float32)
+        return self.latent_loss(latents, text_states, timesteps.to(self.device), noise.to(self.device, torch.float32))
+
+    def latent_loss(
+        self, latents: torch.Tensor, text_states: torch.Tensor, timesteps: torch.Tensor, noise: torch.Tensor
+    ) -> torch.Tensor:
+        """`denoising_loss` on latents (B, C, h, w) that are already what the UNet denoises: (B,)."""
         noisy = self.scheduler.add_noise(latents, noise, timesteps)
         prediction = self.unet(noisy.to(self.dtype), timesteps, encoder_hidden_states=text_states.to(self.dtype))
         target = self._target(latents, noise, timesteps)

@@ -21,6 +21,7 @@ from ..config import Config, load_config, save_config
 from .decoder import TextToImageDecoder
 from .encoder import ImageEncoder
 from .quantize import gumbel_softmax, hard_tokens, sample_gumbel, temperature_at
+from .search import search_tokens
 
 logger = logging.getLogger(__name__)
 
@@ -53,6 +54,8 @@ class DeDiffusion(nn.Module):
             tokens = config.tokens
             vocab_mask = decoder.vocabulary_mask(tokens.exclude_punctuation, tokens.allow, tokens.deny)
         self.register_buffer("vocab_mask", vocab_mask.bool(), persistent=False)
+        if config.tokens.init_text:
+            self.encoder.init_slot_bias(starting_tokens(decoder, config, self.vocab_mask), config.tokens.init_logit)
 
     @property
     def device(self) -> torch.device:
@@ -69,19 +72,37 @@ class DeDiffusion(nn.Module):
         return logits.masked_fill(~self.vocab_mask, float("-inf"))
 
     def forward(self, images: torch.Tensor, seeds: torch.Tensor, step: int = 0) -> dict[str, torch.Tensor]:
-        """Training loss for images (B, 3, H, W) in [-1, 1]; `seeds` (B,) fix each sample's noise."""
+        """Training loss for images (B, 3, H, W) in [-1, 1]; `seeds` (B,) fix each sample's noise.
+
+        `train.estimator` "gumbel" (the paper's): the decoder's denoising loss conditioned on
+        Gumbel-softmax tokens. "search": at one position per image, the cross-entropy of the encoder's
+        logits toward the best of its own argmax word and `train.search_candidates` other words, each
+        text scored by that same denoising loss (`search_tokens`). "denoising_loss" is reported by both.
+        """
         generators = sample_generators(seeds, self.device)
         logits = self.logits(images)
         temperature = self.temperature(step)
-        noise = sample_gumbel(tuple(logits.shape[1:]), generators, self.device)
-        probs = gumbel_softmax(logits, temperature, noise, self.config.tokens.straight_through)
-        states = self.decoder.soft_text_embeddings(probs)
-        per_sample = self.decoder.denoising_loss(
-            images, states, generators, timestep_bias=self.config.train.timestep_bias
-        )
+        train = self.config.train
+        if train.estimator == "search":
+            allowed = self.vocab_mask.nonzero().squeeze(1)
+            targets, slots, denoising = search_tokens(
+                self.decoder, images, hard_tokens(logits.detach()), allowed, generators,
+                train.search_candidates, train.search_noise, train.timestep_bias,
+            )  # fmt: skip
+            rows = torch.arange(len(slots), device=slots.device)
+            # only the searched position carries news: the best of its words is what to write there
+            per_sample = -torch.log_softmax(logits[rows, slots], -1)[rows, targets[rows, slots]]
+            probs = torch.softmax(logits.detach(), -1)
+        else:
+            noise = self.config.tokens.noise_scale * sample_gumbel(tuple(logits.shape[1:]), generators, self.device)
+            probs = gumbel_softmax(logits, temperature, noise, self.config.tokens.straight_through)
+            states = self.decoder.soft_text_embeddings(probs)
+            per_sample = self.decoder.denoising_loss(images, states, generators, timestep_bias=train.timestep_bias)
+            denoising = per_sample.detach()
         return {
             "loss": per_sample.mean(),
             "loss_per_sample": per_sample.detach(),
+            "denoising_loss": denoising.mean(),
             "temperature": torch.tensor(temperature),
             "token_confidence": probs.detach().max(-1).values.mean(),
         }
@@ -159,6 +180,23 @@ def save_encoder_files(model: DeDiffusion, folder: Path) -> None:
         "resolution": model.decoder.resolution,
     }
     (folder / DECODER_NAME).write_text(json.dumps(record, indent=2))
+
+
+def starting_tokens(decoder: TextToImageDecoder, config: Config, vocab_mask: torch.Tensor) -> list[int]:
+    """The ids of `tokens.init_text`, checked against the vocabulary the encoder may write.
+
+    Raises ConfigError when the text holds a token the mask excludes or more than `num_tokens` tokens.
+    """
+    from ..config import ConfigError
+
+    text, num_tokens = config.tokens.init_text, config.encoder.num_tokens
+    ids = decoder.text_token_ids(text)
+    excluded = sorted({decoder.token_strings()[i] for i in ids if not vocab_mask[i]})
+    if excluded:
+        raise ConfigError(f"tokens.init_text holds tokens the encoder may not write: {excluded}")
+    if len(ids) > num_tokens:
+        raise ConfigError(f"tokens.init_text has {len(ids)} tokens; encoder.num_tokens is {num_tokens}")
+    return ids
 
 
 def resolve_decoder_path(model_path: Path, recorded: str) -> str:

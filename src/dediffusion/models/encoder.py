@@ -80,6 +80,8 @@ class ImageEncoder(nn.Module):
             config.num_tokens, config.width, config.depth, config.num_heads, config.mlp_ratio
         )
         self.head = nn.Linear(config.width, vocab_size)
+        # a logit offset per token position, image-independent: zero, or a starting text (init_slot_bias)
+        self.slot_bias = nn.Parameter(torch.zeros(config.num_tokens, vocab_size))
 
     @property
     def backbone_frozen(self) -> bool:
@@ -99,4 +101,14 @@ class ImageEncoder(nn.Module):
         _, _, height, width = features.shape
         context = self.project(features.flatten(2).transpose(1, 2))  # (B, h*w, D)
         context = context + sincos_positions(height, width, context.shape[-1], context.device).to(context.dtype)
-        return self.head(self.pooler(context))  # (B, N, V)
+        return self.head(self.pooler(context)) + self.slot_bias  # (B, N, V)
+
+    @torch.no_grad()
+    def init_slot_bias(self, token_ids: list[int], logit: float) -> None:
+        """Start out writing `token_ids` at the first positions: their slot-bias entries become `logit`."""
+        if len(token_ids) > self.slot_bias.shape[0]:
+            raise ValueError(
+                f"a starting text of {len(token_ids)} tokens does not fit {self.slot_bias.shape[0]} tokens"
+            )
+        self.slot_bias.zero_()
+        self.slot_bias[torch.arange(len(token_ids)), torch.tensor(token_ids, dtype=torch.long)] = logit

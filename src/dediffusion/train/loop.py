@@ -147,13 +147,18 @@ def after_step(model, optimizer, lr_scheduler, dataset, out, config, run_dir, ac
     progress.update(1)
     if step % cfg.log_every == 0 or step == cfg.steps:
         record = metrics_record(out, lr_scheduler, state, accelerator)
-        progress.set_postfix(loss=f"{record['loss']:.4f}", tau=f"{record['temperature']:.2f}")
+        progress.set_postfix(
+            loss=f"{record['loss']:.4f}",
+            denoising=f"{record['denoising_loss']:.4f}",
+            tau=f"{record['temperature']:.2f}",
+        )
         if progress.disable and accelerator.is_main_process:  # no terminal: progress goes to the log
             logger.info(
-                "step %d/%d loss %.4f temperature %.3f %.1f images/s",
+                "step %d/%d loss %.4f denoising loss %.4f temperature %.3f %.1f images/s",
                 step,
                 cfg.steps,
                 record["loss"],
+                record["denoising_loss"],
                 record["temperature"],
                 record["images_per_s"],
             )
@@ -173,6 +178,7 @@ def metrics_record(out, lr_scheduler, state, accelerator) -> dict:
     return {
         "step": state.step,
         "loss": loss,
+        "denoising_loss": accelerator.reduce(out["denoising_loss"].detach().float(), reduction="mean").item(),
         "temperature": float(out["temperature"]),
         "token_confidence": float(out["token_confidence"]),
         "lr": lr_scheduler.get_last_lr()[0],
