@@ -34,3 +34,10 @@ def test_each_image_is_searched_on_its_own_draws():
     alone, slot, loss = search_tokens(decoder, images[1:2], tokens[1:2], allowed, sample_generators([2], "cpu"))
     assert torch.equal(together[1:2], alone) and slots[1] == slot[0]
     assert torch.allclose(losses[1:2], loss, atol=1e-6)
+
+
+def test_token_states_equal_the_soft_path_on_one_hot_rows():
+    decoder, _, _, _ = setup()
+    tokens = torch.tensor([[5, 6, 7, 8], [9, 5, 5, 4]])
+    one_hot = torch.nn.functional.one_hot(tokens, decoder.vocab_size).float()
+    assert torch.allclose(decoder.token_states(tokens), decoder.soft_text_embeddings(one_hot), atol=1e-5)

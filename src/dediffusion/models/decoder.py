@@ -253,6 +253,16 @@ class TextToImageDecoder(nn.Module):
         finally:
             handle.remove()
 
+    def token_states(self, tokens: torch.Tensor) -> torch.Tensor:
+        """Hidden states (B, T, D) for token ids (B, N) at the placeholder positions of `template_ids(N)`:
+        what `soft_text_embeddings` gives for their one-hot rows, without the matrix product."""
+        batch, num_tokens = tokens.shape
+        ids, attention = self.template_ids(num_tokens)
+        offset = int(self._special_ids()[0] is not None)
+        ids = ids.expand(batch, -1).clone()
+        ids[:, offset : offset + num_tokens] = tokens
+        return self._run_text_encoder(ids, attention.expand(batch, -1))
+
     def _run_text_encoder(self, ids: torch.Tensor, attention: torch.Tensor) -> torch.Tensor:
         # diffusers' Stable Diffusion pipelines pass the mask only when the config asks for it
         use_mask = getattr(self.text_encoder.config, "use_attention_mask", False)

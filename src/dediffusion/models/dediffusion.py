@@ -2,7 +2,8 @@
 
 `DeDiffusion(config, decoder)` owns its loss: `forward(images, seeds, step)` returns a dict whose
 "loss" is the decoder's denoising loss conditioned on Gumbel-softmax tokens predicted from the
-images. Only `encoder` trains. `encode(images)` writes text (argmax tokens). A trained model is a
+images (or, with `train.estimator: search`, a cross-entropy toward searched words). Only `encoder`
+trains. `encode(images)` writes text (argmax tokens). A trained model is a
 folder: `config.yaml`, `model.safetensors` (encoder weights and vocabulary mask) and
 `decoder.json` (where the decoder was and the fingerprint of its vocabulary).
 """

@@ -55,12 +55,8 @@ def search_tokens(
 
 def _losses(decoder, images, candidates, generators, num_noise, timestep_bias) -> torch.Tensor:
     """Mean denoising loss (B, C) of every candidate text over the same `num_noise` draws per image."""
-    batch, count, num_tokens = candidates.shape
-    ids, attention = decoder.template_ids(num_tokens)
-    offset = int(decoder._special_ids()[0] is not None)
-    flat = ids.expand(batch * count, -1).clone()
-    flat[:, offset : offset + num_tokens] = candidates.flatten(0, 1)
-    states = decoder._run_text_encoder(flat, attention.expand(batch * count, -1))  # (B * C, T, D)
+    batch, count, _ = candidates.shape
+    states = decoder.token_states(candidates.flatten(0, 1))  # (B * C, T, D)
     latents = decoder.to_latents(images, generators).repeat_interleave(count, dim=0)
     total = torch.zeros(batch * count, device=latents.device)
     for _ in range(num_noise):
