@@ -34,6 +34,8 @@ def test_saved_config_loads_back_equal(tmp_path):
         ("steps=3", "section.key=value"),
         ("tokens.straight_through=maybe", "true or false"),
         ("train.timestep_bias=-1", "timestep_bias must be >= 0"),
+        ("train.estimator=reinforce", "estimator must be gumbel or search"),
+        ("train.search_proposal=beam", "search_proposal must be random or gradient"),
     ],
 )
 def test_bad_values_are_refused_with_a_clear_message(override, message):

@@ -77,6 +77,7 @@ class TrainConfig:
     estimator: str = "gumbel"  # "gumbel": the paper's loss through relaxed tokens; "search": see models/search.py
     search_candidates: int = 8  # estimator "search": one-token variants tried per image and step
     search_noise: int = 2  # estimator "search": noise draws each variant is scored on
+    search_proposal: str = "random"  # estimator "search": "random" words at one position, or "gradient"
     seed: int = 0
     checkpoint_every: int = 500
     keep_checkpoints: int = 3
@@ -195,6 +196,7 @@ def validate(config: Any) -> Any:
             (lambda c: c.timestep_bias >= 0, "timestep_bias must be >= 0 (0: uniform timesteps)"),
             (lambda c: c.estimator in ("gumbel", "search"), "estimator must be gumbel or search"),
             (lambda c: c.search_candidates >= 1 and c.search_noise >= 1, "search_candidates and search_noise >= 1"),
+            (lambda c: c.search_proposal in ("random", "gradient"), "search_proposal must be random or gradient"),
         ],
         DecoderConfig: [
             (

@@ -1,13 +1,15 @@
 """Zero-order token search against a frozen decoder's denoising loss: better texts to learn toward.
 
 `search_tokens` takes each image's current text (token ids (B, N)), tries `num_candidates` single-token
-swaps at one randomly chosen position, scores the current text and every swap by the decoder's
-denoising loss on the same `num_noise` noise draws (common random numbers, so texts compare on equal
-terms), and returns the best text per image. The encoder can learn toward these texts
-(`train.estimator: search`) instead of following the loss gradient through relaxed tokens. On the
-world's decoder A, with a description-like text around it, the exact loss picks the true colour of an
-object for 45% of images on 2 noise draws and 62% on 4, the first-order gradient for 27% on 8 (chance
-12.5%; benchmarks/results/estimator_signal.md).
+swaps, scores the current text and every swap by the decoder's denoising loss on the same `num_noise`
+noise draws (common random numbers, so texts compare on equal terms), and returns the best text per
+image. The swaps are proposed either at random ("random": random words at one random position) or by
+the loss gradient with respect to the one-hot text ("gradient": the swaps whose first-order estimate
+lowers the loss most, at any position, as in greedy coordinate gradient prompt search). The encoder
+can learn toward these texts (`train.estimator: search`) instead of following the loss gradient
+through relaxed tokens. On the world's decoder A, with a description-like text around it, the exact
+loss picks the true colour of an object for 45% of images on 2 noise draws and 62% on 4, the
+first-order gradient for 27% on 8 (chance 12.5%; benchmarks/results/estimator_signal.md).
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ def search_tokens(
     num_candidates: int = 8,
     num_noise: int = 2,
     timestep_bias: float = 0.0,
+    proposal: str = "random",
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """The best of each image's text and `num_candidates` one-token variants of it.
 
@@ -36,21 +39,57 @@ def search_tokens(
         images: (B, 3, H, W) in [-1, 1].
         tokens: current token ids (B, N).
         allowed: ids (A,) the texts may use.
-        generators: one per image: its position, candidate words, timesteps and noise.
+        generators: one per image: its proposals, timesteps and noise.
+        proposal: "random" or "gradient" (see the module docstring).
     Returns:
-        best token ids (B, N), the position searched in each image (B,), and each image's loss of
-        its current text (B,).
+        best token ids (B, N); the position of the winning swap in each image (B,), or, where the
+        current text wins, the position of the first proposal; each image's loss of its current
+        text (B,).
     """
-    batch, num_tokens = tokens.shape
+    if proposal == "random":
+        slots, words = _random_swaps(tokens, allowed, generators, num_candidates)
+    elif proposal == "gradient":
+        slots, words = _gradient_swaps(decoder, images, tokens, allowed, generators, num_candidates, timestep_bias)
+    else:
+        raise ValueError(f"proposal must be 'random' or 'gradient', not {proposal!r}")
+    batch = len(tokens)
+    rows = torch.arange(batch, device=tokens.device)[:, None]
     candidates = tokens[:, None].repeat(1, num_candidates + 1, 1)  # (B, C + 1, N); index 0: unchanged
-    slots = torch.zeros(batch, dtype=torch.long, device=tokens.device)
-    for b, generator in enumerate(generators):
-        slots[b] = int(torch.randint(num_tokens, (1,), generator=generator, device=generator.device))
-        words = allowed[torch.randint(len(allowed), (num_candidates,), generator=generator, device=generator.device)]
-        candidates[b, 1:, slots[b]] = words.to(tokens.device)
+    candidates[rows, torch.arange(1, num_candidates + 1, device=tokens.device), slots] = words
     losses = _losses(decoder, images, candidates, generators, num_noise, timestep_bias)  # (B, C + 1)
     best = losses.argmin(dim=1)
-    return candidates[torch.arange(batch), best], slots, losses[:, 0]
+    searched = slots[rows[:, 0], (best - 1).clamp(min=0)]
+    return candidates[rows[:, 0], best], searched, losses[:, 0]
+
+
+def _random_swaps(tokens, allowed, generators, count) -> tuple[torch.Tensor, torch.Tensor]:
+    """`count` random words at one random position per image: positions and words, each (B, count)."""
+    slots, words = [], []
+    for generator in generators:
+        slot = torch.randint(tokens.shape[1], (1,), generator=generator, device=generator.device)
+        slots.append(slot.expand(count))
+        words.append(allowed[torch.randint(len(allowed), (count,), generator=generator, device=generator.device)])
+    return torch.stack(slots).to(tokens.device), torch.stack(words).to(tokens.device)
+
+
+def _gradient_swaps(decoder, images, tokens, allowed, generators, count, timestep_bias):
+    """The `count` swaps (position, word) per image whose first-order loss change is lowest: the
+    gradient of the denoising loss (one draw per image) with respect to the one-hot text."""
+    with torch.enable_grad():
+        one_hot = torch.nn.functional.one_hot(tokens, decoder.vocab_size).float().requires_grad_()
+        loss = decoder.denoising_loss(
+            images, decoder.soft_text_embeddings(one_hot), generators, timestep_bias=timestep_bias
+        )
+        (grad,) = torch.autograd.grad(loss.sum(), one_hot)
+    change = grad - grad.gather(-1, tokens[..., None])  # (B, N, V): first-order loss change of each swap
+    blocked = torch.ones(decoder.vocab_size, dtype=torch.bool, device=grad.device)
+    blocked[allowed.to(grad.device)] = False
+    change = change.masked_fill(blocked, float("inf")).scatter(-1, tokens[..., None], float("inf"))
+    best = change.flatten(1).topk(count, dim=1, largest=False)  # (B, count)
+    slots, words = best.indices // decoder.vocab_size, best.indices % decoder.vocab_size
+    # fewer possible swaps than `count` (tiny vocabularies): the rest leave the text as it is
+    words = torch.where(torch.isinf(best.values), tokens.gather(1, slots), words)
+    return slots, words
 
 
 def _losses(decoder, images, candidates, generators, num_noise, timestep_bias) -> torch.Tensor:
