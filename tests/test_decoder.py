@@ -153,6 +153,47 @@ def test_save_and_load_round_trip_with_diffusers_own_loaders(tmp_path):
     assert json.loads((tmp_path / "d" / "model_index.json").read_text())["_class_name"] == "StableDiffusionPipeline"
 
 
+def test_a_lazy_decoder_loads_each_part_on_first_use_as_the_decoder_was_cast(tmp_path):
+    decoder = micro(latent=True)
+    decoder.save_pretrained(tmp_path / "d")
+    lazy = TextToImageDecoder.from_pretrained(tmp_path / "d", lazy=True).to(torch.float64)
+    assert {"unet", "vae", "text_encoder", "scheduler"} <= set(lazy._lazy) and not list(lazy.parameters())
+    # facts about the text come from the tokenizer and the text encoder's config.json, without loading it
+    assert (lazy.fingerprint(), lazy.vocab_size, lazy.max_tokens) == (
+        decoder.fingerprint(),
+        decoder.vocab_size,
+        decoder.max_tokens,
+    )
+    assert "text_encoder" in lazy._lazy
+    states = lazy.encode_text(["red green"])  # loads the text encoder, in float64 as asked before
+    assert states.dtype == torch.float64
+    assert torch.allclose(states.float(), decoder.encode_text(["red green"]), atol=1e-4)
+    assert lazy.unet.dtype == torch.float64 and not lazy.unet.training
+    assert not any(p.requires_grad for p in lazy.parameters()) and lazy._lazy.keys() <= {"vae", "scheduler"}
+
+
+def test_encoding_with_a_lazy_decoder_imports_no_diffusers_model(tmp_path):
+    import subprocess
+    import sys
+
+    from conftest import tiny_config
+
+    from dediffusion.models.dediffusion import DeDiffusion
+
+    micro(latent=True).save_pretrained(tmp_path / "d")
+    DeDiffusion(tiny_config(str(tmp_path / "d")), TextToImageDecoder.from_pretrained(tmp_path / "d")).save_pretrained(
+        tmp_path / "m"
+    )
+    code = (
+        "import sys, torch; from dediffusion import DeDiffusion; "
+        f"m = DeDiffusion.from_pretrained({str(tmp_path / 'm')!r}); "
+        "print(m.encode(torch.zeros(2, 3, m.config.encoder.image_size, m.config.encoder.image_size))); "
+        "print(sorted(n for n in sys.modules if n.startswith('diffusers.models')))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.splitlines()
+    assert out[0].startswith("[") and len(eval(out[0])) == 2 and out[1] == "[]"
+
+
 def test_loading_a_folder_that_is_not_a_pipeline_names_it(tmp_path):
     with pytest.raises(DecoderLoadError, match="not-a-pipeline"):
         TextToImageDecoder.from_pretrained(tmp_path / "not-a-pipeline")

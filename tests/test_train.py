@@ -43,6 +43,9 @@ def test_train_writes_metrics_checkpoints_and_final_model(micro_decoder_dir, qua
     assert (run / "config.yaml").is_file() and (run / "final" / "model.safetensors").is_file()
     assert (run / "samples" / "step-00000005.png").is_file()
     assert not list(run.glob("**/.*tmp*"))
+    record = json.loads((run / "final" / "training.json").read_text())
+    assert record["command"] == " ".join(["dediffusion", *args]) and record["steps"] == 5
+    assert record["wall_time_s"] > 0 and record["resumed_from_step"] == 0
 
 
 def test_killed_run_resumes_to_the_same_weights_as_an_uninterrupted_run(micro_decoder_dir, quadrant_folder, tmp_path):
@@ -70,6 +73,7 @@ def test_killed_run_resumes_to_the_same_weights_as_an_uninterrupted_run(micro_de
     assert not different, different  # bitwise on the CPU
     steps_logged = [json.loads(line)["step"] for line in (interrupted / "metrics.jsonl").read_text().splitlines()]
     assert steps_logged == list(range(1, steps + 1))
+    assert json.loads((interrupted / "final" / "training.json").read_text())["resumed_from_step"] >= 2
 
 
 def test_two_processes_match_one_process_on_the_same_global_batch(micro_decoder_dir, quadrant_folder, tmp_path):

@@ -251,7 +251,7 @@ def run_train(args) -> int:
     from .train.loop import train
 
     config = load_config(args.preset, args.overrides)
-    final = train(config, args.output_dir, resume=args.resume, cpu=args.cpu)
+    final = train(config, args.output_dir, resume=args.resume, cpu=args.cpu, command=args.command_line)
     logger.info("done: %s", final)
     return 0
 
@@ -260,7 +260,7 @@ def load_model(args):
     from .models.decoder import TextToImageDecoder
     from .models.dediffusion import DeDiffusion
 
-    decoder = TextToImageDecoder.from_pretrained(args.decoder) if args.decoder else None
+    decoder = TextToImageDecoder.from_pretrained(args.decoder, lazy=True) if args.decoder else None
     return DeDiffusion.from_pretrained(args.model, decoder=decoder, device=args.device).eval()
 
 

@@ -42,39 +42,66 @@ class TextToImageDecoder(nn.Module):
     """A frozen diffusers text-to-image model with a differentiable soft-token text path."""
 
     def __init__(self, tokenizer, text_encoder, unet, scheduler, vae=None, source: str = ""):
+        """Any component but the tokenizer may be a `LazyComponent`: loaded on first use, then moved
+        and cast as the decoder was (`.to()` calls made before it loaded are replayed on it)."""
         super().__init__()
+        self._lazy: dict[str, LazyComponent] = {}
+        self._deferred: list = []  # the `_apply` functions (to, half, ...) lazy components still need
+        parts = {"text_encoder": text_encoder, "unet": unet, "vae": vae, "scheduler": scheduler}
         self.tokenizer = tokenizer
-        self.text_encoder = text_encoder
-        self.unet = unet
-        self.vae = vae
-        self.scheduler = scheduler
+        for name, part in parts.items():
+            if isinstance(part, LazyComponent):
+                self._lazy[name] = part
+            else:
+                setattr(self, name, part)
         self.source = source
         self.requires_grad_(False)
         self.eval()
 
+    def __getattr__(self, name: str):
+        lazy = self.__dict__.get("_lazy")
+        if lazy and name in lazy:
+            part = lazy[name].load()
+            if isinstance(part, nn.Module):
+                for fn in self._deferred:
+                    part._apply(fn)
+                part.requires_grad_(False).eval()
+            del lazy[name]
+            setattr(self, name, part)
+            return part
+        return super().__getattr__(name)
+
+    def _apply(self, fn, recurse: bool = True):
+        if self._lazy:
+            self._deferred.append(fn)
+        return super()._apply(fn, recurse)
+
     # ---- loading and saving -------------------------------------------------------------------
 
     @classmethod
-    def from_pretrained(cls, path: str | Path, dtype: str | torch.dtype = "float32") -> TextToImageDecoder:
+    def from_pretrained(
+        cls, path: str | Path, dtype: str | torch.dtype = "float32", lazy: bool = False
+    ) -> TextToImageDecoder:
         """Load a diffusers pipeline folder, hub id or `bundled:NAME` with the classes named in its
-        model_index.json."""
-        from diffusers import DiffusionPipeline
+        model_index.json.
 
+        `lazy`: load only the tokenizer now, and each other component when it is first used. Writing
+        text (`DeDiffusion.encode`) needs the tokenizer alone, so it starts without importing the
+        diffusers and transformers model classes (seconds on a CPU).
+        """
         from ..assets import resolve
 
         source, path = str(path), resolve(path)
-
-        try:
-            index = DiffusionPipeline.load_config(str(path))
-        except (OSError, ValueError) as error:
-            raise DecoderLoadError(
-                f"cannot load decoder '{path}': it must be a diffusers pipeline folder with model_index.json "
-                f"(or a hub id, which needs a network). Cause: {error}"
-            ) from error
-        required = ("tokenizer", "text_encoder", "unet", "scheduler")
-        parts = {name: _load_component(path, name, index.get(name)) for name in required}
-        parts["vae"] = _load_component(path, "vae", index.get("vae")) if _has(index, "vae") else None
-        decoder = cls(**parts, source=source)
+        index = _read_index(path)
+        for name in ("tokenizer", "text_encoder", "unet", "scheduler"):
+            if not _has(index, name):
+                raise DecoderLoadError(f"decoder '{path}' has no {name} in its model_index.json")
+        names = ("text_encoder", "unet", "scheduler") + (("vae",) if _has(index, "vae") else ())
+        parts = {name: LazyComponent(path, name, index[name]) for name in names}
+        if not lazy:
+            parts = {name: part.load() for name, part in parts.items()}
+        tokenizer = LazyComponent(path, "tokenizer", index["tokenizer"]).load()
+        decoder = cls(tokenizer, **parts, source=source)
         return decoder.to(dtype=DTYPES[dtype] if isinstance(dtype, str) else dtype)
 
     def save_pretrained(self, path: str | Path) -> None:
@@ -111,13 +138,22 @@ class TextToImageDecoder(nn.Module):
 
     @property
     def vocab_size(self) -> int:
-        return self.text_encoder.get_input_embeddings().weight.shape[0]
+        stored = self._text_encoder_fact("vocab_size")
+        return int(stored) if stored else self.text_encoder.get_input_embeddings().weight.shape[0]
 
     @property
     def max_length(self) -> int:
         """Text sequence length T the decoder was trained with (start + tokens + end + padding)."""
-        limit = getattr(self.text_encoder.config, "max_position_embeddings", 77)
-        return min(int(self.tokenizer.model_max_length), limit)
+        limit = self._text_encoder_fact("max_position_embeddings")
+        if limit is None:
+            limit = getattr(self.text_encoder.config, "max_position_embeddings", 77)
+        return min(int(self.tokenizer.model_max_length), int(limit))
+
+    def _text_encoder_fact(self, key: str):
+        """`key` of the text encoder's config.json while the text encoder is not loaded (None once it
+        is, or when the file lacks it): vocabulary size and text length without the model classes."""
+        lazy = self._lazy.get("text_encoder")
+        return lazy.config().get(key) if lazy is not None else None
 
     @property
     def max_tokens(self) -> int:
@@ -407,15 +443,39 @@ def _has(index: dict, name: str) -> bool:
     return isinstance(entry, (list, tuple)) and entry[0] is not None
 
 
-def _load_component(path, name: str, entry):
-    if not (isinstance(entry, (list, tuple)) and entry[0]):
-        raise DecoderLoadError(f"decoder '{path}' has no {name} in its model_index.json")
-    library, class_name = entry
-    cls = getattr(importlib.import_module(library), class_name)
+def _read_index(path: str) -> dict:
+    """model_index.json of a local folder (read directly: no diffusers import), or of a hub id."""
+    local = Path(path) / "model_index.json"
     try:
-        return cls.from_pretrained(str(path), subfolder=name)
+        if local.is_file():
+            return json.loads(local.read_text())
+        from diffusers import DiffusionPipeline
+
+        return DiffusionPipeline.load_config(str(path))
     except (OSError, ValueError) as error:
-        raise DecoderLoadError(f"cannot load the {name} of decoder '{path}': {error}") from error
+        raise DecoderLoadError(
+            f"cannot load decoder '{path}': it must be a diffusers pipeline folder with model_index.json "
+            f"(or a hub id, which needs a network). Cause: {error}"
+        ) from error
+
+
+class LazyComponent:
+    """One component of a pipeline folder (`name`, with its model_index.json entry), not loaded yet."""
+
+    def __init__(self, path: str, name: str, entry: Sequence[str]):
+        self.path, self.name, (self.library, self.class_name) = path, name, entry
+
+    def load(self):
+        cls = getattr(importlib.import_module(self.library), self.class_name)
+        try:
+            return cls.from_pretrained(str(self.path), subfolder=self.name)
+        except (OSError, ValueError) as error:
+            raise DecoderLoadError(f"cannot load the {self.name} of decoder '{self.path}': {error}") from error
+
+    def config(self) -> dict:
+        """Its config.json in a local folder ({} if there is none)."""
+        file = Path(self.path) / self.name / "config.json"
+        return json.loads(file.read_text()) if file.is_file() else {}
 
 
 def _library_of(obj) -> str:

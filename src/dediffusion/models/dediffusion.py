@@ -77,8 +77,9 @@ class DeDiffusion(nn.Module):
 
         `train.estimator` "gumbel" (the paper's): the decoder's denoising loss conditioned on
         Gumbel-softmax tokens. "search": at one position per image, the cross-entropy of the encoder's
-        logits toward the best of its own argmax word and `train.search_candidates` other words, each
-        text scored by that same denoising loss (`search_tokens`). "denoising_loss" is reported by both.
+        logits toward the best of its own argmax text and `train.search_candidates` one-word swaps of
+        it (proposed by `train.search_proposal`), each text scored by that same denoising loss
+        (`search_tokens`); the position is the winning swap's. "denoising_loss" is reported by both.
         """
         generators = sample_generators(seeds, self.device)
         logits = self.logits(images)
@@ -88,7 +89,7 @@ class DeDiffusion(nn.Module):
             allowed = self.vocab_mask.nonzero().squeeze(1)
             targets, slots, denoising = search_tokens(
                 self.decoder, images, hard_tokens(logits.detach()), allowed, generators,
-                train.search_candidates, train.search_noise, train.timestep_bias,
+                train.search_candidates, train.search_noise, train.timestep_bias, train.search_proposal,
             )  # fmt: skip
             rows = torch.arange(len(slots), device=slots.device)
             # only the searched position carries news: the best of its words is what to write there
@@ -146,7 +147,8 @@ class DeDiffusion(nn.Module):
         cls, path: str | Path, decoder: TextToImageDecoder | None = None, device: str | torch.device = "cpu"
     ) -> DeDiffusion:
         """Load an encoder folder (or `bundled:NAME`); the decoder is loaded from the recorded location
-        unless given.
+        unless given (lazily: its model components load when first used, see
+        `TextToImageDecoder.from_pretrained`).
 
         Raises CheckpointMismatchError when the decoder's vocabulary differs from the one trained for.
         """
@@ -159,7 +161,8 @@ class DeDiffusion(nn.Module):
             raise FileNotFoundError(f"'{path}' is not a De-Diffusion model folder (no {WEIGHTS_NAME})")
         config = load_config(str(path / CONFIG_NAME))
         record = json.loads((path / DECODER_NAME).read_text())
-        decoder = decoder or TextToImageDecoder.from_pretrained(resolve_decoder_path(path, record["path"]))
+        # lazy: encoding needs the tokenizer alone; the rest loads when first used (reconstruct, loss)
+        decoder = decoder or TextToImageDecoder.from_pretrained(resolve_decoder_path(path, record["path"]), lazy=True)
         check_decoder(decoder, record, path)
         state = load_file(str(path / WEIGHTS_NAME))
         model = cls(config, decoder, vocab_mask=state.pop("vocab_mask"))

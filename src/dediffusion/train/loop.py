@@ -4,14 +4,16 @@
 returns the folder of the final encoder (`run_dir/final`). Under `accelerate launch` with N
 processes the global batch `train.batch_size` is split evenly across them (DDP averages gradients,
 so N processes follow one process up to floating-point summation order). The run folder holds
-`config.yaml`, `metrics.jsonl`, `checkpoints/step-*/` (the last `keep_checkpoints`), `samples/`
-and `bad_files.jsonl` when some images could not be read.
+`config.yaml`, `metrics.jsonl`, `checkpoints/step-*/` (the last `keep_checkpoints`), `samples/`,
+`bad_files.jsonl` when some images could not be read, and `final/` (with `training.json`).
 """
 
 from __future__ import annotations
 
+import datetime
 import json
 import logging
+import platform
 import sys
 import time
 from dataclasses import dataclass, field
@@ -44,8 +46,12 @@ class RunState:
     images_seen: int = 0
 
 
-def train(config: Config, run_dir: str | Path, resume: str | None = None, cpu: bool = False) -> Path:
-    """Train (or resume) the run in `run_dir`; return the final encoder folder."""
+def train(config: Config, run_dir: str | Path, resume: str | None = None, cpu: bool = False, command: str = "") -> Path:
+    """Train (or resume) the run in `run_dir`; return the final encoder folder.
+
+    The final folder gets a `training.json` beside the weights: `command` (the command line that
+    made it), steps, this process's wall time, the step it resumed from, threads, machine and date.
+    """
     from accelerate import Accelerator
 
     run_dir = Path(run_dir)
@@ -63,10 +69,13 @@ def train(config: Config, run_dir: str | Path, resume: str | None = None, cpu: b
         if accelerator.is_main_process:
             trim_metrics(run_dir / "metrics.jsonl", state.step)
     ddp_model, optimizer = accelerator.prepare(model, optimizer)
+    resumed_from = state.step
     run_steps(ddp_model, model, optimizer, lr_scheduler, dataset, config, run_dir, accelerator, state)
     final = run_dir / "final"
     if accelerator.is_main_process:
         model.save_pretrained(final)
+        record = training_record(command, config, time.perf_counter() - state.started, resumed_from, accelerator)
+        atomic_write_bytes(final / "training.json", (json.dumps(record, indent=2) + "\n").encode())
         logger.info("final encoder written to %s", final)
     accelerator.wait_for_everyone()
     accelerator.end_training()
@@ -170,6 +179,20 @@ def after_step(model, optimizer, lr_scheduler, dataset, out, config, run_dir, ac
     if accelerator.is_main_process and cfg.sample_every and step % cfg.sample_every == 0:
         write_samples(model, dataset, cfg.num_samples, run_dir / "samples" / f"step-{step:08d}.png")
     accelerator.wait_for_everyone()
+
+
+def training_record(command: str, config: Config, seconds: float, resumed_from: int, accelerator) -> dict:
+    """What made a final encoder folder, and how long it took (this process: since `resumed_from`)."""
+    return {
+        "command": command,
+        "steps": config.train.steps,
+        "wall_time_s": round(seconds, 1),
+        "resumed_from_step": resumed_from,
+        "processes": accelerator.num_processes,
+        "torch_threads": torch.get_num_threads(),
+        "machine": f"{platform.machine()}, {platform.platform()}; torch {torch.__version__}",
+        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+    }
 
 
 def metrics_record(out, lr_scheduler, state, accelerator) -> dict:
