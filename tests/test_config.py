@@ -36,6 +36,7 @@ def test_saved_config_loads_back_equal(tmp_path):
         ("train.timestep_bias=-1", "timestep_bias must be >= 0"),
         ("train.estimator=reinforce", "estimator must be gumbel or search"),
         ("train.search_proposal=beam", "search_proposal must be random or gradient"),
+        ("train.search_accept=all", "search_accept must be best or improving"),
     ],
 )
 def test_bad_values_are_refused_with_a_clear_message(override, message):

@@ -42,21 +42,25 @@ def test_forward_reports_loss_and_temperature_schedule():
     assert float(first["temperature"]) == pytest.approx(2.0) and float(last["temperature"]) == pytest.approx(0.3)
 
 
-def test_search_training_loss_is_the_cross_entropy_toward_the_searched_text():
+@pytest.mark.parametrize("proposal, accept", [("random", "best"), ("gradient", "improving")])
+def test_search_training_loss_is_the_cross_entropy_toward_the_searched_text(proposal, accept):
     from dediffusion.models.dediffusion import sample_generators
     from dediffusion.models.quantize import hard_tokens
     from dediffusion.models.search import search_tokens
 
-    model = DeDiffusion(tiny_config("", "", "train.estimator=search", "tokens.deny=[dark]"), micro())
+    sets = ["train.estimator=search", f"train.search_proposal={proposal}", f"train.search_accept={accept}"]
+    model = DeDiffusion(tiny_config("", "", *sets, "tokens.deny=[dark]"), micro())
     images, seeds = torch.rand(2, 3, 8, 8) * 2 - 1, torch.tensor([5, 6])
     out = model(images, seeds, 0)
     logits = model.logits(images)
     allowed = model.vocab_mask.nonzero().squeeze(1)
     generators = sample_generators(seeds, "cpu")
-    targets, slots, current = search_tokens(model.decoder, images, hard_tokens(logits), allowed, generators)
-    rows = torch.arange(2)
-    expected = -torch.log_softmax(logits[rows, slots], -1)[rows, targets[rows, slots]]
-    assert torch.allclose(out["loss_per_sample"], expected, atol=1e-6)
+    targets, searched, current = search_tokens(
+        model.decoder, images, hard_tokens(logits), allowed, generators, proposal=proposal, accept=accept
+    )
+    log_probs = torch.log_softmax(logits, -1)
+    expected = [-log_probs[b, searched[b]].gather(-1, targets[b, searched[b], None]).mean() for b in range(2)]
+    assert torch.allclose(out["loss_per_sample"], torch.stack(expected), atol=1e-6)
     assert torch.allclose(out["denoising_loss"], current.mean())
 
 

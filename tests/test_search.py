@@ -21,10 +21,10 @@ def test_the_best_text_differs_in_at_most_one_allowed_token_and_never_loses(prop
     decoder, images, tokens, allowed = setup()
     allowed = allowed[allowed != 6]
     generators = sample_generators([1, 2, 3], "cpu")
-    best, slots, current = search_tokens(decoder, images, tokens, allowed, generators, 6, 2, proposal=proposal)
+    best, searched, current = search_tokens(decoder, images, tokens, allowed, generators, 6, 2, proposal=proposal)
     changed = best != tokens
     assert (changed.sum(1) <= 1).all() and torch.isin(best[changed], allowed).all()
-    assert all(changed[b, slots[b]] == changed[b].any() for b in range(3))
+    assert (searched.sum(1) == 1).all() and not (changed & ~searched).any()
     assert current.shape == (3,) and torch.isfinite(current).all()
     # scored again on the same draws, the chosen text is at least as good as the text it started from
     generators = sample_generators([1, 2, 3], "cpu")
@@ -32,16 +32,31 @@ def test_the_best_text_differs_in_at_most_one_allowed_token_and_never_loses(prop
     assert (before <= current + 1e-6).all()
 
 
+def test_improving_accepts_every_swap_that_beats_the_current_text_on_its_own():
+    decoder, images, tokens, allowed = setup(batch=4)
+    args = (decoder, images, tokens, allowed)
+    kept, searched, _ = search_tokens(
+        *args, sample_generators(range(4), "cpu"), 8, 2, proposal="gradient", accept="improving"
+    )
+    best, _, _ = search_tokens(*args, sample_generators(range(4), "cpu"), 8, 2, proposal="gradient")
+    changed = kept != tokens
+    assert not (changed & ~searched).any() and (searched.sum(1) >= 1).all()
+    assert ((best != tokens) & (kept != best)).sum() == 0  # the best swap is among those accepted
+    assert changed.sum() > (best != tokens).sum()  # on these draws, some image has several
+    with pytest.raises(ValueError, match="accept"):
+        search_tokens(*args, sample_generators(range(4), "cpu"), accept="all")
+
+
 @pytest.mark.parametrize("proposal", ["random", "gradient"])
 def test_each_image_is_searched_on_its_own_draws(proposal):
     decoder, images, tokens, allowed = setup()
-    together, slots, losses = search_tokens(
+    together, searched, losses = search_tokens(
         decoder, images, tokens, allowed, sample_generators([1, 2, 3], "cpu"), proposal=proposal
     )
-    alone, slot, loss = search_tokens(
+    alone, searched_alone, loss = search_tokens(
         decoder, images[1:2], tokens[1:2], allowed, sample_generators([2], "cpu"), proposal=proposal
     )
-    assert torch.equal(together[1:2], alone) and slots[1] == slot[0]
+    assert torch.equal(together[1:2], alone) and torch.equal(searched[1:2], searched_alone)
     assert torch.allclose(losses[1:2], loss, atol=1e-6)
 
 

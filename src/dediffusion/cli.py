@@ -173,7 +173,7 @@ def add_world(commands) -> None:
         "--p-loose",
         type=float,
         default=None,
-        help="decoder A: share of loose-word captions (default 0, as the bundled model)",
+        help="decoder A: share of loose-word captions (default 0.5, as the bundled model)",
     )
     add_threads_arg(decoder)
     decoder.set_defaults(handler=run_world_pretrain_decoder)

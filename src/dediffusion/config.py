@@ -78,6 +78,7 @@ class TrainConfig:
     search_candidates: int = 8  # estimator "search": one-token variants tried per image and step
     search_noise: int = 2  # estimator "search": noise draws each variant is scored on
     search_proposal: str = "random"  # estimator "search": "random" words at one position, or "gradient"
+    search_accept: str = "best"  # estimator "search": the "best" swap, or every "improving" one
     seed: int = 0
     checkpoint_every: int = 500
     keep_checkpoints: int = 3
@@ -197,6 +198,7 @@ def validate(config: Any) -> Any:
             (lambda c: c.estimator in ("gumbel", "search"), "estimator must be gumbel or search"),
             (lambda c: c.search_candidates >= 1 and c.search_noise >= 1, "search_candidates and search_noise >= 1"),
             (lambda c: c.search_proposal in ("random", "gradient"), "search_proposal must be random or gradient"),
+            (lambda c: c.search_accept in ("best", "improving"), "search_accept must be best or improving"),
         ],
         DecoderConfig: [
             (

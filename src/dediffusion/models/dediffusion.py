@@ -76,10 +76,10 @@ class DeDiffusion(nn.Module):
         """Training loss for images (B, 3, H, W) in [-1, 1]; `seeds` (B,) fix each sample's noise.
 
         `train.estimator` "gumbel" (the paper's): the decoder's denoising loss conditioned on
-        Gumbel-softmax tokens. "search": at one position per image, the cross-entropy of the encoder's
-        logits toward the best of its own argmax text and `train.search_candidates` one-word swaps of
-        it (proposed by `train.search_proposal`), each text scored by that same denoising loss
-        (`search_tokens`); the position is the winning swap's. "denoising_loss" is reported by both.
+        Gumbel-softmax tokens. "search": the cross-entropy of the encoder's logits toward its own
+        argmax text improved by `train.search_candidates` one-word swaps (proposed by
+        `train.search_proposal`, accepted by `train.search_accept`), each scored by that same
+        denoising loss (`search_tokens`), at the searched positions only. "denoising_loss" is reported by both.
         """
         generators = sample_generators(seeds, self.device)
         logits = self.logits(images)
@@ -87,13 +87,13 @@ class DeDiffusion(nn.Module):
         train = self.config.train
         if train.estimator == "search":
             allowed = self.vocab_mask.nonzero().squeeze(1)
-            targets, slots, denoising = search_tokens(
-                self.decoder, images, hard_tokens(logits.detach()), allowed, generators,
-                train.search_candidates, train.search_noise, train.timestep_bias, train.search_proposal,
+            targets, searched, denoising = search_tokens(
+                self.decoder, images, hard_tokens(logits.detach()), allowed, generators, train.search_candidates,
+                train.search_noise, train.timestep_bias, train.search_proposal, train.search_accept,
             )  # fmt: skip
-            rows = torch.arange(len(slots), device=slots.device)
-            # only the searched position carries news: the best of its words is what to write there
-            per_sample = -torch.log_softmax(logits[rows, slots], -1)[rows, targets[rows, slots]]
+            # only the searched positions carry news: the best of their words is what to write there
+            cross_entropy = -torch.log_softmax(logits, -1).gather(-1, targets[..., None]).squeeze(-1)  # (B, N)
+            per_sample = (cross_entropy * searched).sum(1) / searched.sum(1)
             probs = torch.softmax(logits.detach(), -1)
         else:
             noise = self.config.tokens.noise_scale * sample_gumbel(tuple(logits.shape[1:]), generators, self.device)

@@ -32,8 +32,9 @@ def search_tokens(
     num_noise: int = 2,
     timestep_bias: float = 0.0,
     proposal: str = "random",
+    accept: str = "best",
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """The best of each image's text and `num_candidates` one-token variants of it.
+    """Each image's text improved by `num_candidates` scored one-token swaps.
 
     Args:
         images: (B, 3, H, W) in [-1, 1].
@@ -41,10 +42,13 @@ def search_tokens(
         allowed: ids (A,) the texts may use.
         generators: one per image: its proposals, timesteps and noise.
         proposal: "random" or "gradient" (see the module docstring).
+        accept: "best": the best of the current text and its swaps; "improving": every swap that
+            scores better than the current text, the best one per position (swaps are scored one
+            at a time, never together).
     Returns:
-        best token ids (B, N); the position of the winning swap in each image (B,), or, where the
-        current text wins, the position of the first proposal; each image's loss of its current
-        text (B,).
+        token ids (B, N); the positions searched (B, N) bool: those of the accepted swaps, or where
+        no swap wins, the first proposal's (so every image has at least one); each image's loss of
+        its current text (B,).
     """
     if proposal == "random":
         slots, words = _random_swaps(tokens, allowed, generators, num_candidates)
@@ -52,14 +56,24 @@ def search_tokens(
         slots, words = _gradient_swaps(decoder, images, tokens, allowed, generators, num_candidates, timestep_bias)
     else:
         raise ValueError(f"proposal must be 'random' or 'gradient', not {proposal!r}")
+    if accept not in ("best", "improving"):
+        raise ValueError(f"accept must be 'best' or 'improving', not {accept!r}")
     batch = len(tokens)
     rows = torch.arange(batch, device=tokens.device)[:, None]
     candidates = tokens[:, None].repeat(1, num_candidates + 1, 1)  # (B, C + 1, N); index 0: unchanged
     candidates[rows, torch.arange(1, num_candidates + 1, device=tokens.device), slots] = words
     losses = _losses(decoder, images, candidates, generators, num_noise, timestep_bias)  # (B, C + 1)
-    best = losses.argmin(dim=1)
-    searched = slots[rows[:, 0], (best - 1).clamp(min=0)]
-    return candidates[rows[:, 0], best], searched, losses[:, 0]
+    gains = losses[:, :1] - losses[:, 1:]  # (B, C): how much each swap lowers the loss
+    if accept == "best":
+        gains = torch.where(gains == gains.max(dim=1, keepdim=True).values, gains, -1.0)
+    result, searched = tokens.clone(), torch.zeros_like(tokens, dtype=torch.bool)
+    for c in gains.argsort(dim=1).T:  # the smallest gain first: at a shared position the largest stays
+        take = gains[rows[:, 0], c] > 0
+        result[rows[take, 0], slots[rows[:, 0], c][take]] = words[rows[:, 0], c][take]
+        searched[rows[take, 0], slots[rows[:, 0], c][take]] = True
+    none = ~searched.any(dim=1)
+    searched[rows[none, 0], slots[none, 0]] = True
+    return result, searched, losses[:, 0]
 
 
 def _random_swaps(tokens, allowed, generators, count) -> tuple[torch.Tensor, torch.Tensor]:

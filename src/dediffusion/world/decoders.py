@@ -94,7 +94,7 @@ def pretrain_decoder_a(
     vae_batch_size: int = 32,
     ema_decay: float = 0.995,
     p_full: float = 0.5,
-    p_loose: float = 0.0,
+    p_loose: float = 0.5,
     timestep_bias: float = 3.0,
     config: dict[str, Any] | None = None,
     command: str = "",
@@ -111,9 +111,9 @@ def pretrain_decoder_a(
         vae_steps, text_steps, steps: optimiser steps of the three stages, each on fresh scenes.
         seed: seeds the weights, the training scenes, the captions and the noise.
         p_full, p_loose: caption probabilities of `sample_caption` in stage 3. With phrases only
-            (p_loose 0, the bundled model), loose words barely lower the loss; p_loose 0.5 makes them
-            worth almost the description, at the cost of 5 points of scene accuracy from descriptions
-            (benchmarks/results/word_signal.md).
+            (p_loose 0), loose words barely lower the loss; p_loose 0.5 (the bundled model) makes
+            them worth almost the description, at a cost in scene accuracy from descriptions
+            (benchmarks/results/word_signal.md): an encoder's words need not come in phrases.
         config: overrides of `DECODER_A_CONFIG` (architecture).
         command: recorded in training.json (the command line that made it).
     """
