@@ -83,6 +83,19 @@ def test_world_sample_writes_images_and_descriptions(tmp_path):
     assert len(records) == 3 and all(r["description"] for r in records)
 
 
+def test_demo_runs_offline_on_the_bundled_models(tmp_path, capsys):
+    from dediffusion.world.text import VOCABULARY
+
+    out = tmp_path / "demo.png"
+    assert main(["demo", "-n", "2", "--num-inference-steps", "2", "--out", str(out)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    texts, truths = lines[0::2], lines[1::2]
+    assert len(texts) == 2 and all(t.strip().startswith("(true scene: a ") for t in truths)
+    words = " ".join(texts).split()
+    assert len(words) > 2 and set(words) <= set(VOCABULARY)  # readable words of decoder A's vocabulary
+    assert Image.open(out).size[1] >= 2 * 32  # a row per image
+
+
 def test_demo_without_the_bundled_encoder_is_a_clear_error(tmp_path, caplog):
     missing = tmp_path / "no-model"
     assert main(["demo", "--model", str(missing), "--out", str(tmp_path / "demo.png")]) == 2
