@@ -18,6 +18,7 @@ Contract:
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import importlib
 import json
@@ -153,7 +154,7 @@ class TextToImageDecoder(nn.Module):
         """`key` of the text encoder's config.json while the text encoder is not loaded (None once it
         is, or when the file lacks it): vocabulary size and text length without the model classes."""
         lazy = self._lazy.get("text_encoder")
-        return lazy.config().get(key) if lazy is not None else None
+        return lazy.config.get(key) if lazy is not None else None
 
     @property
     def max_tokens(self) -> int:
@@ -472,8 +473,9 @@ class LazyComponent:
         except (OSError, ValueError) as error:
             raise DecoderLoadError(f"cannot load the {self.name} of decoder '{self.path}': {error}") from error
 
+    @functools.cached_property
     def config(self) -> dict:
-        """Its config.json in a local folder ({} if there is none)."""
+        """Its config.json in a local folder ({} if there is none), read once."""
         file = Path(self.path) / self.name / "config.json"
         return json.loads(file.read_text()) if file.is_file() else {}
 
