@@ -190,6 +190,15 @@ def add_world(commands) -> None:
     add_threads_arg(perception)
     perception.set_defaults(handler=run_world_pretrain_perception)
 
+    bundle = actions.add_parser(
+        "bundle",
+        help="copy a trained artifact into the installed package, where it loads as bundled:NAME",
+        formatter_class=Formatter,
+    )
+    bundle.add_argument("source", help="the artifact folder (an encoder: its run's final/)")
+    bundle.add_argument("name", choices=("decoder_a", "decoder_b", "world_encoder", "perception"), help="which one")
+    bundle.set_defaults(handler=run_world_bundle)
+
 
 def add_threads_arg(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
@@ -235,6 +244,17 @@ def run_world_pretrain_perception(args) -> int:
     model.metadata["command_wall_time_s"] = round(time.perf_counter() - start, 1)
     model.save(args.out)
     logger.info("saved the perception model to %s", args.out)
+    return 0
+
+
+def run_world_bundle(args) -> int:
+    from .world.bundle import bundle_artifact
+
+    try:
+        size = bundle_artifact(args.source, args.name)
+    except ValueError as error:
+        raise SystemExit(f"error: {error}") from None
+    logger.info("bundled %s as bundled:%s; the bundle is now %.1f MB", args.source, args.name, size / 1e6)
     return 0
 
 

@@ -128,13 +128,15 @@ def _ablation(record: dict) -> list[str]:
     if len(rows) < 2:
         lines += ["Only one encoder was given: pass `--ablation-model DIR` (encoders with other `num_tokens`).", ""]
     decoders = [d for d in record["reconstruction"]]
-    lines += ["| tokens | model | " + " | ".join(f"{d} scene acc | {d} FD-EffNet" for d in decoders) + " | "
-              "few-shot shape | few-shot colour |", "|---|---|" + "---|---|" * len(decoders) + "---|---|"]  # fmt: skip
+    columns = " | ".join(f"{d} scene acc | {d} FD-EffNet" for d in decoders)
+    lines += [f"| tokens | steps | model | {columns} | few-shot shape | few-shot colour |",
+              "|---|---|---|" + "---|---|" * len(decoders) + "---|---|"]  # fmt: skip
     for row in rows:
         cells = [f"{_percent(row[d]['scene_accuracy'])} | {row[d]['fd_effnet']:.2f}" for d in decoders]
         shot = row["few_shot"].get("De-Diffusion", {})
         few = [_percent(shot.get(a)) for a in ("shape", "color")]
-        lines.append(f"| {row['num_tokens']} | `{row['model']}` | " + " | ".join(cells + few) + " |")
+        steps = row.get("steps", "")
+        lines.append(f"| {row['num_tokens']} | {steps} | `{row['model']}` | " + " | ".join(cells + few) + " |")
     if "token_ablation" in record.get("plots", {}):
         lines += ["", f"![token ablation]({record['plots']['token_ablation']})"]
     return lines

@@ -20,6 +20,7 @@ instead of failing. Image i is drawn with seed ``seed + i`` for every prompt sou
 from __future__ import annotations
 
 import functools
+import json
 import logging
 import time
 from dataclasses import asdict, dataclass
@@ -27,6 +28,7 @@ from pathlib import Path
 
 import torch
 
+from ..assets import resolve
 from ..models.decoder import TextToImageDecoder
 from ..models.dediffusion import DeDiffusion
 from .frechet import EffNetFeatures
@@ -158,7 +160,7 @@ def ablation_section(model, decoders, inputs, features, read_scenes, settings, r
     for path in (settings.model, *settings.ablation_models):
         other = model if path == settings.model else DeDiffusion.from_pretrained(path, decoder=model.decoder).eval()
         texts = {"De-Diffusion": other.encode(inputs.images)}
-        row: dict = {"model": path, "num_tokens": other.config.encoder.num_tokens}
+        row: dict = {"model": path, "num_tokens": other.config.encoder.num_tokens, "steps": training_steps(path, other)}
         for key, decoder in decoders.items():
             cells = score_prompt_sources(
                 decoder, texts, inputs.images, [chosen[key]], settings.num_inference_steps, features,
@@ -168,6 +170,15 @@ def ablation_section(model, decoders, inputs, features, read_scenes, settings, r
         row["few_shot"] = few_shot_section(other, settings, inputs.scenes is not None, sources=("De-Diffusion",))
         rows.append(row)
     return sorted(rows, key=lambda r: r["num_tokens"])
+
+
+def training_steps(path, model) -> int:
+    """The steps an encoder folder was trained for: its `training.json` (written by `dediffusion train`
+    beside the final weights), else its config's `train.steps`."""
+    record = Path(resolve(path)) / "training.json"
+    if record.is_file():
+        return int(json.loads(record.read_text())["steps"])
+    return int(model.config.train.steps)
 
 
 def few_shot_section(model, settings, world: bool, sources=("De-Diffusion", "human", "description", "blind")) -> dict:
