@@ -10,10 +10,8 @@ so N processes follow one process up to floating-point summation order). The run
 
 from __future__ import annotations
 
-import datetime
 import json
 import logging
-import platform
 import sys
 import time
 from dataclasses import dataclass, field
@@ -27,6 +25,7 @@ from ..data.images import ImageFolder, load_batch
 from ..eval.grid import save_grid
 from ..models.decoder import TextToImageDecoder
 from ..models.dediffusion import DeDiffusion
+from ..records import machine_summary, utc_now
 from .batches import items_for, seeds_for, step_positions
 from .checkpoint import list_checkpoints, load_checkpoint, resolve_resume, save_checkpoint
 from .optim import build_lr_scheduler, build_optimizer
@@ -190,8 +189,8 @@ def training_record(command: str, config: Config, seconds: float, resumed_from: 
         "resumed_from_step": resumed_from,
         "processes": accelerator.num_processes,
         "torch_threads": torch.get_num_threads(),
-        "machine": f"{platform.machine()}, {platform.platform()}; torch {torch.__version__}",
-        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "machine": machine_summary(),
+        "date": utc_now(),
     }
 
 

@@ -17,10 +17,8 @@ or empty) with fixed seeds and scores the images with the world's perception mod
 
 from __future__ import annotations
 
-import datetime
 import json
 import logging
-import platform
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -31,6 +29,7 @@ import torch
 import torch.nn.functional as F
 
 from dediffusion.eval.reconstruction import generate_from_prompts
+from dediffusion.records import machine_summary, utc_now
 from dediffusion.world.render import render_batch
 from dediffusion.world.scene import GRID, Scene
 from dediffusion.world.split import train_scenes
@@ -239,8 +238,8 @@ def _training_record(command: str, settings: dict, seconds: float, vae_losses, l
         "torch_threads": torch.get_num_threads(),
         "final_vae_loss": float(np.mean(vae_losses[-tail:])) if vae_losses else None,
         "final_loss": float(np.mean(losses[-tail:])) if losses else None,
-        "machine": f"{platform.machine()}, {platform.platform()}; torch {torch.__version__}",
-        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "machine": machine_summary(),
+        "date": utc_now(),
     }
 
 
