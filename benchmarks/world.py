@@ -206,7 +206,7 @@ def to_markdown(record: dict) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", default="benchmarks/results/world.json")
-    parser.add_argument("--num-scenes", type=int, default=500)
+    parser.add_argument("--num-scenes", type=int, default=200)
     parser.add_argument("--guidance-scales", type=float, nargs="+", default=[2.0, 4.0])
     parser.add_argument("--num-inference-steps", type=int, default=20)
     parser.add_argument("--model", default="bundled:world_encoder")

@@ -238,13 +238,17 @@ def _plot_sweep(plt, record: dict, path: Path) -> str:
 
 
 def _plot_ablation(plt, record: dict, path: Path) -> str:
-    rows = record["token_ablation"]
-    tokens = [r["num_tokens"] for r in rows]
     figure, axes = plt.subplots(1, 2, figsize=(10, 3.5))
-    for d in record["reconstruction"]:
-        if rows[0][d]["scene_accuracy"] is not None:
-            axes[0].plot(tokens, [100 * r[d]["scene_accuracy"] for r in rows], marker="o", label=f"{d} scene acc")
-        axes[1].plot(tokens, [r[d]["fd_effnet"] for r in rows], marker="o", label=f"{d} FD-EffNet")
+    # one line per training length: encoders trained for other step counts are not points of the same curve
+    runs = sorted({r.get("steps") for r in record["token_ablation"]}, key=lambda s: (s is None, s))
+    for steps in runs:
+        rows = [r for r in record["token_ablation"] if r.get("steps") == steps]
+        tokens, trained = [r["num_tokens"] for r in rows], f" ({steps} steps)" if len(runs) > 1 else ""
+        for d in record["reconstruction"]:
+            if rows[0][d]["scene_accuracy"] is not None:
+                scores = [100 * r[d]["scene_accuracy"] for r in rows]
+                axes[0].plot(tokens, scores, marker="o", label=f"{d}{trained}")
+            axes[1].plot(tokens, [r[d]["fd_effnet"] for r in rows], marker="o", label=f"{d}{trained}")
     axes[0].set(xlabel="tokens", ylabel="scene accuracy (%)")
     axes[1].set(xlabel="tokens", ylabel="FD-EffNet")
     for axis in axes:
