@@ -1,7 +1,8 @@
 """The bundled world's whole chain at tiny sizes: pretrain decoder A on captioned scenes, write world
 images, train a De-Diffusion encoder on the images alone with `dediffusion train --preset world`
-(the core training code, with the preset's search estimator), then check that the denoising loss of
-its text falls below a fresh encoder's and the empty prompt's, and below that of another image's text.
+(the core training code: the preset's sleep phase on decoder A's drawings, then its search
+estimator), then check that the denoising loss of its text falls below a fresh encoder's and the
+empty prompt's, and below that of another image's text.
 
 The loss is compared at fixed high-noise timesteps and noises: there the text decides the image, while
 the training log's loss (uniform timesteps) is dominated by low-noise steps that no text can help.
@@ -45,6 +46,10 @@ TRAIN = [
     "train.learning_rate=0.003",
     "train.warmup_steps=10",
     "tokens.init_text=a a a a a a a a",  # the preset's starting text, at 8 tokens
+    "sleep.steps=60",
+    "sleep.pairs=512",
+    "sleep.batch_size=32",
+    "sleep.num_inference_steps=5",
 ]
 EVAL_TIMESTEPS = torch.linspace(400, 950, 12).long()
 
@@ -70,7 +75,7 @@ def fixed_loss(model, images, text_states):
 
 def test_world_chain_training_ran_and_logged_every_step(chain):
     losses = [json.loads(line)["loss"] for line in (chain / "run" / "metrics.jsonl").read_text().splitlines()]
-    assert len(losses) == 120 and all(0 < loss < 10 for loss in losses)
+    assert len(losses) == 60 + 120 and all(0 < loss < 10 for loss in losses)
     assert (chain / "run" / "final" / "model.safetensors").is_file()
 
 

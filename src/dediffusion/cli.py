@@ -53,6 +53,7 @@ def add_train(commands) -> None:
     parser.add_argument("--output-dir", required=True, help="run folder (config, metrics, checkpoints, final/)")
     parser.add_argument("--resume", default=None, help="'latest' or a checkpoint folder")
     parser.add_argument("--cpu", action="store_true", help="train on the CPU even if a GPU is present")
+    add_threads_arg(parser)
     parser.set_defaults(handler=run_train)
 
 
@@ -270,6 +271,7 @@ def run_train(args) -> int:
     from .config import load_config
     from .train.loop import train
 
+    set_threads(args)
     config = load_config(args.preset, args.overrides)
     final = train(config, args.output_dir, resume=args.resume, cpu=args.cpu, command=args.command_line)
     logger.info("done: %s", final)

@@ -90,11 +90,26 @@ class TrainConfig:
 
 
 @dataclass(frozen=True)
+class SleepConfig:
+    """The sleep phase (models/sleep.py): before the `train.steps` wake steps, `steps` steps in which the
+    encoder learns to read the frozen decoder's own drawings of random texts. 0 steps: none (the paper)."""
+
+    steps: int = 0
+    pairs: int = 8192  # texts the decoder draws once, at the start of the run (kept in the run folder)
+    density: float = 0.4  # the largest fraction of a prior text's positions that hold a random word
+    guidance_scale: float = 3.0
+    num_inference_steps: int = 10
+    batch_size: int = 128
+    learning_rate: float = 1e-3
+
+
+@dataclass(frozen=True)
 class Config:
     decoder: DecoderConfig = field(default_factory=DecoderConfig)
     encoder: EncoderConfig = field(default_factory=EncoderConfig)
     tokens: TokensConfig = field(default_factory=TokensConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    sleep: SleepConfig = field(default_factory=SleepConfig)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -199,6 +214,12 @@ def validate(config: Any) -> Any:
             (lambda c: c.search_candidates >= 1 and c.search_noise >= 1, "search_candidates and search_noise >= 1"),
             (lambda c: c.search_proposal in ("random", "gradient"), "search_proposal must be random or gradient"),
             (lambda c: c.search_accept in ("best", "improving"), "search_accept must be best or improving"),
+        ],
+        SleepConfig: [
+            (lambda c: c.steps >= 0, "steps must be >= 0 (0: no sleep phase)"),
+            (lambda c: c.pairs >= 1 and c.batch_size >= 1, "pairs and batch_size must be at least 1"),
+            (lambda c: 0 < c.density <= 1, "density must be in (0, 1]"),
+            (lambda c: c.num_inference_steps >= 1, "num_inference_steps must be at least 1"),
         ],
         DecoderConfig: [
             (

@@ -239,8 +239,17 @@ def to_tensor(image: Image.Image) -> torch.Tensor:
     """
     if image.mode != "RGB":
         raise ValueError(f"to_tensor expects an RGB image, got mode {image.mode!r}; load it with open_rgb.")
-    pixels = torch.from_numpy(np.array(image, dtype=np.uint8))  # (H, W, 3)
-    return pixels.permute(2, 0, 1).to(torch.float32) / 127.5 - 1.0
+    return from_pixels(torch.from_numpy(np.array(image, dtype=np.uint8)).permute(2, 0, 1))
+
+
+def from_pixels(pixels: torch.Tensor) -> torch.Tensor:
+    """uint8 pixels (..., 3, H, W) -> float32 in [-1, 1]."""
+    return pixels.to(torch.float32) / 127.5 - 1.0
+
+
+def to_pixels(tensor: torch.Tensor) -> torch.Tensor:
+    """A tensor in [-1, 1] (..., 3, H, W) -> uint8 pixels on the CPU, clamping values outside the range."""
+    return ((tensor.detach().float().cpu().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
 
 
 def to_pil(tensor: torch.Tensor) -> Image.Image | list[Image.Image]:
@@ -261,8 +270,7 @@ def to_pil(tensor: torch.Tensor) -> Image.Image | list[Image.Image]:
 
 
 def _tensor_to_pil(tensor: torch.Tensor) -> Image.Image:
-    pixels = ((tensor.detach().float().cpu().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
-    return Image.fromarray(pixels.permute(1, 2, 0).numpy(), mode="RGB")
+    return Image.fromarray(to_pixels(tensor).permute(1, 2, 0).numpy(), mode="RGB")
 
 
 def resize_center_crop(image: Image.Image, size: int) -> Image.Image:

@@ -2,8 +2,10 @@
 
 `DeDiffusion(config, decoder)` owns its loss: `forward(images, seeds, step)` returns a dict whose
 "loss" is the decoder's denoising loss conditioned on Gumbel-softmax tokens predicted from the
-images (or, with `train.estimator: search`, a cross-entropy toward searched words). Only `encoder`
-trains. `encode(images)` writes text (argmax tokens). A trained model is a
+images (or, with `train.estimator: search`, a cross-entropy toward searched words). Given `texts`,
+the token ids the decoder drew the images from (the sleep phase, models/sleep.py), "loss" is the
+cross-entropy toward them instead, matched position by position. Only `encoder` trains.
+`encode(images)` writes text (argmax tokens). A trained model is a
 folder: `config.yaml`, `model.safetensors` (encoder weights and vocabulary mask) and
 `decoder.json` (where the decoder was and the fingerprint of its vocabulary).
 """
@@ -23,6 +25,7 @@ from .decoder import TextToImageDecoder
 from .encoder import ImageEncoder
 from .quantize import gumbel_softmax, hard_tokens, sample_gumbel, temperature_at
 from .search import search_tokens
+from .sleep import matched_cross_entropy
 
 logger = logging.getLogger(__name__)
 
@@ -72,8 +75,14 @@ class DeDiffusion(nn.Module):
         logits = self.encoder(images.to(self.device, torch.float32))
         return logits.masked_fill(~self.vocab_mask, float("-inf"))
 
-    def forward(self, images: torch.Tensor, seeds: torch.Tensor, step: int = 0) -> dict[str, torch.Tensor]:
+    def forward(
+        self, images: torch.Tensor, seeds: torch.Tensor, step: int = 0, texts: torch.Tensor | None = None
+    ) -> dict[str, torch.Tensor]:
         """Training loss for images (B, 3, H, W) in [-1, 1]; `seeds` (B,) fix each sample's noise.
+
+        With `texts` (B, N), the token ids the decoder drew `images` from, it is the sleep phase's
+        loss: the cross-entropy toward those ids, matched to the encoder's positions
+        (`sleep.matched_cross_entropy`); the decoder is not run.
 
         `train.estimator` "gumbel" (the paper's): the decoder's denoising loss conditioned on
         Gumbel-softmax tokens. "search": the cross-entropy of the encoder's logits toward its own
@@ -81,6 +90,8 @@ class DeDiffusion(nn.Module):
         `train.search_proposal`, accepted by `train.search_accept`), each scored by that same
         denoising loss (`search_tokens`), at the searched positions only. "denoising_loss" is reported by both.
         """
+        if texts is not None:
+            return self.sleep_loss(images, texts)
         generators = sample_generators(seeds, self.device)
         logits = self.logits(images)
         temperature = self.temperature(step)
@@ -107,6 +118,15 @@ class DeDiffusion(nn.Module):
             "denoising_loss": denoising.mean(),
             "temperature": torch.tensor(temperature),
             "token_confidence": probs.detach().max(-1).values.mean(),
+        }
+
+    def sleep_loss(self, images: torch.Tensor, texts: torch.Tensor) -> dict[str, torch.Tensor]:
+        log_probs = torch.log_softmax(self.logits(images), -1)  # (B, N, V)
+        per_sample = matched_cross_entropy(log_probs, texts.to(self.device))
+        return {
+            "loss": per_sample.mean(),
+            "loss_per_sample": per_sample.detach(),
+            "token_confidence": log_probs.detach().max(-1).values.exp().mean(),
         }
 
     @torch.no_grad()

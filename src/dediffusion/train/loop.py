@@ -1,11 +1,14 @@
 """Train a De-Diffusion encoder against a frozen decoder with Hugging Face Accelerate.
 
-`train(config, run_dir, resume=None)` runs `config.train.steps` steps of the model's own loss and
-returns the folder of the final encoder (`run_dir/final`). Under `accelerate launch` with N
+`train(config, run_dir, resume=None)` runs `config.sleep.steps` sleep steps (the encoder reads the
+frozen decoder's drawings of prior texts, drawn once into `run_dir/sleep/`; see models/sleep.py),
+then `config.train.steps` wake steps of the model's own loss on the training images, and returns the
+folder of the final encoder (`run_dir/final`). Under `accelerate launch` with N
 processes the global batch `train.batch_size` is split evenly across them (DDP averages gradients,
 so N processes follow one process up to floating-point summation order). The run folder holds
 `config.yaml`, `metrics.jsonl`, `checkpoints/step-*/` (the last `keep_checkpoints`), `samples/`,
-`bad_files.jsonl` when some images could not be read, and `final/` (with `training.json`).
+`bad_files.jsonl` when some images could not be read, `sleep/` (the drawn pairs and `encoder/`, the
+encoder as the sleep phase left it) and `final/` (with `training.json`).
 """
 
 from __future__ import annotations
@@ -21,13 +24,14 @@ import torch
 
 from ..atomic import atomic_write_bytes
 from ..config import Config, ConfigError, load_config, save_config
-from ..data.images import ImageFolder, load_batch
+from ..data.images import ImageFolder, from_pixels, load_batch
 from ..eval.grid import save_grid
 from ..models.decoder import TextToImageDecoder
 from ..models.dediffusion import DeDiffusion
 from ..records import machine_summary, utc_now
 from .batches import items_for, seeds_for, step_positions
 from .checkpoint import list_checkpoints, load_checkpoint, resolve_resume, save_checkpoint
+from .drawn import load_drawn_pairs
 from .optim import build_lr_scheduler, build_optimizer
 
 logger = logging.getLogger(__name__)
@@ -67,9 +71,10 @@ def train(config: Config, run_dir: str | Path, resume: str | None = None, cpu: b
         logger.info("resumed from %s at step %d", checkpoint, state.step)
         if accelerator.is_main_process:
             trim_metrics(run_dir / "metrics.jsonl", state.step)
+    drawn = load_drawn_pairs(model, config, run_dir, accelerator) if state.step < config.sleep.steps else None
     ddp_model, optimizer = accelerator.prepare(model, optimizer)
     resumed_from = state.step
-    run_steps(ddp_model, model, optimizer, lr_scheduler, dataset, config, run_dir, accelerator, state)
+    run_steps(ddp_model, model, optimizer, lr_scheduler, (dataset, drawn), config, run_dir, accelerator, state)
     final = run_dir / "final"
     if accelerator.is_main_process:
         model.save_pretrained(final)
@@ -120,23 +125,24 @@ def build_training(config: Config, accelerator):
     torch.manual_seed(config.train.seed)  # encoder initialisation
     model = DeDiffusion(config, decoder).to(accelerator.device)
     optimizer = build_optimizer(model.encoder.parameters(), config.train)
-    return model, optimizer, build_lr_scheduler(optimizer, config.train)
+    return model, optimizer, build_lr_scheduler(optimizer, config.train, config.sleep)
 
 
-def run_steps(ddp_model, model, optimizer, lr_scheduler, dataset, config, run_dir, accelerator, state) -> None:
+def total_steps(config: Config) -> int:
+    return config.sleep.steps + config.train.steps
+
+
+def run_steps(ddp_model, model, optimizer, lr_scheduler, data, config, run_dir, accelerator, state) -> None:
+    """Sleep steps on the drawn pairs, then wake steps on the images; `data` is (images, drawn pairs)."""
     cfg = config.train
-    progress = progress_bar(cfg.steps, state.step, accelerator)
+    dataset, drawn = data
+    progress = progress_bar(total_steps(config), state.step, accelerator)
     model.train()
-    while state.step < cfg.steps:
-        positions = step_positions(state.step, cfg.batch_size, accelerator.process_index, accelerator.num_processes)
-        items = items_for(positions, len(dataset), cfg.seed)
-        images, loaded, errors = load_batch(dataset, items)
-        report_bad_files(errors, state, run_dir, accelerator)
-        if not loaded:
-            raise RuntimeError(f"no image of step {state.step} could be read; see {run_dir / 'bad_files.jsonl'}")
-        seeds = seeds_for(positions, cfg.seed)[loaded]
-        with accelerator.autocast():
-            out = ddp_model(images.to(accelerator.device), seeds, state.step)
+    while state.step < total_steps(config):
+        if state.step < config.sleep.steps:
+            out = sleep_step(ddp_model, drawn, config, state, accelerator)
+        else:
+            out = wake_step(ddp_model, dataset, config, run_dir, state, accelerator)
         check_finite(out["loss"], state.step, run_dir, accelerator)
         accelerator.backward(out["loss"])
         if cfg.max_grad_norm > 0:
@@ -145,35 +151,53 @@ def run_steps(ddp_model, model, optimizer, lr_scheduler, dataset, config, run_di
         lr_scheduler.step()
         optimizer.zero_grad(set_to_none=True)
         state.step += 1
-        state.images_seen += cfg.batch_size
         after_step(model, optimizer, lr_scheduler, dataset, out, config, run_dir, accelerator, state, progress)
     progress.close()
 
 
+def sleep_step(ddp_model, drawn, config: Config, state: RunState, accelerator) -> dict:
+    """The loss of one sleep step: a batch of the decoder's drawings and the texts they were drawn from."""
+    pixels, texts = drawn
+    batch_size = config.sleep.batch_size
+    positions = step_positions(state.step, batch_size, accelerator.process_index, accelerator.num_processes)
+    items = items_for(positions, len(texts), config.train.seed)
+    images = from_pixels(pixels[items]).to(accelerator.device)
+    state.images_seen += batch_size
+    with accelerator.autocast():
+        return ddp_model(images, seeds_for(positions, config.train.seed), state.step, texts=texts[items])
+
+
+def wake_step(ddp_model, dataset, config: Config, run_dir: Path, state: RunState, accelerator) -> dict:
+    """The loss of one wake step on the training images; wake step w sees what step w of a run without sleep sees."""
+    cfg, step = config.train, state.step - config.sleep.steps
+    positions = step_positions(step, cfg.batch_size, accelerator.process_index, accelerator.num_processes)
+    items = items_for(positions, len(dataset), cfg.seed)
+    images, loaded, errors = load_batch(dataset, items)
+    report_bad_files(errors, state, run_dir, accelerator)
+    if not loaded:
+        raise RuntimeError(f"no image of step {state.step} could be read; see {run_dir / 'bad_files.jsonl'}")
+    state.images_seen += cfg.batch_size
+    with accelerator.autocast():
+        return ddp_model(images.to(accelerator.device), seeds_for(positions, cfg.seed)[loaded], step)
+
+
 def after_step(model, optimizer, lr_scheduler, dataset, out, config, run_dir, accelerator, state, progress) -> None:
-    cfg, step = config.train, state.step
+    cfg, step, total = config.train, state.step, total_steps(config)
     progress.update(1)
-    if step % cfg.log_every == 0 or step == cfg.steps:
-        record = metrics_record(out, lr_scheduler, state, accelerator)
-        progress.set_postfix(
-            loss=f"{record['loss']:.4f}",
-            denoising=f"{record['denoising_loss']:.4f}",
-            tau=f"{record['temperature']:.2f}",
-        )
+    if step % cfg.log_every == 0 or step == total:
+        phase = "sleep" if step <= config.sleep.steps else "wake"
+        record = metrics_record(out, lr_scheduler, state, accelerator, phase)
+        shown = {k: record[k] for k in ("loss", "denoising_loss", "temperature") if k in record}
+        progress.set_postfix({k: f"{v:.4f}" for k, v in shown.items()})
         if progress.disable and accelerator.is_main_process:  # no terminal: progress goes to the log
-            logger.info(
-                "step %d/%d loss %.4f denoising loss %.4f temperature %.3f %.1f images/s",
-                step,
-                cfg.steps,
-                record["loss"],
-                record["denoising_loss"],
-                record["temperature"],
-                record["images_per_s"],
-            )
+            values = " ".join(f"{k.replace('_', ' ')} {v:.4f}" for k, v in shown.items())
+            logger.info("%s step %d/%d %s %.1f images/s", record["phase"], step, total, values, record["images_per_s"])
         if accelerator.is_main_process:
             with open(run_dir / "metrics.jsonl", "a") as handle:
                 handle.write(json.dumps(record) + "\n")
-    if accelerator.is_main_process and (step % cfg.checkpoint_every == 0 or step == cfg.steps):
+    if accelerator.is_main_process and step == config.sleep.steps:
+        model.save_pretrained(run_dir / "sleep" / "encoder")  # the encoder as the sleep phase left it
+    if accelerator.is_main_process and (step % cfg.checkpoint_every == 0 or step == total):
         save_checkpoint(run_dir, step, model, optimizer, lr_scheduler, cfg.keep_checkpoints)
     if accelerator.is_main_process and cfg.sample_every and step % cfg.sample_every == 0:
         write_samples(model, dataset, cfg.num_samples, run_dir / "samples" / f"step-{step:08d}.png")
@@ -185,6 +209,7 @@ def training_record(command: str, config: Config, seconds: float, resumed_from: 
     return {
         "command": command,
         "steps": config.train.steps,
+        "sleep_steps": config.sleep.steps,
         "wall_time_s": round(seconds, 1),
         "resumed_from_step": resumed_from,
         "processes": accelerator.num_processes,
@@ -194,14 +219,19 @@ def training_record(command: str, config: Config, seconds: float, resumed_from: 
     }
 
 
-def metrics_record(out, lr_scheduler, state, accelerator) -> dict:
-    loss = accelerator.reduce(out["loss"].detach().float(), reduction="mean").item()
+def metrics_record(out, lr_scheduler, state, accelerator, phase: str) -> dict:
+    """A metrics line; the sleep phase has no denoising loss or temperature, so its lines lack them."""
+
+    def mean(key: str) -> float:
+        return accelerator.reduce(out[key].detach().float(), reduction="mean").item()
+
     elapsed = time.perf_counter() - state.started
-    return {
-        "step": state.step,
-        "loss": loss,
-        "denoising_loss": accelerator.reduce(out["denoising_loss"].detach().float(), reduction="mean").item(),
-        "temperature": float(out["temperature"]),
+    record = {"step": state.step, "phase": phase, "loss": mean("loss")}
+    if "denoising_loss" in out:
+        record["denoising_loss"] = mean("denoising_loss")
+    if "temperature" in out:
+        record["temperature"] = float(out["temperature"])
+    return record | {
         "token_confidence": float(out["token_confidence"]),
         "lr": lr_scheduler.get_last_lr()[0],
         "images_per_s": state.images_seen / max(elapsed, 1e-9),

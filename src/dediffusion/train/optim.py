@@ -6,7 +6,7 @@ import math
 
 import torch
 
-from ..config import TrainConfig
+from ..config import SleepConfig, TrainConfig
 
 
 def build_optimizer(parameters, config: TrainConfig) -> torch.optim.Optimizer:
@@ -28,14 +28,24 @@ def build_optimizer(parameters, config: TrainConfig) -> torch.optim.Optimizer:
     return torch.optim.AdamW(params, lr=config.learning_rate, weight_decay=config.weight_decay)
 
 
-def build_lr_scheduler(optimizer: torch.optim.Optimizer, config: TrainConfig) -> torch.optim.lr_scheduler.LambdaLR:
-    """Linear warmup over `warmup_steps`, then cosine decay to zero at `steps`."""
-    warmup, total = config.warmup_steps, config.steps
+def build_lr_scheduler(
+    optimizer: torch.optim.Optimizer, config: TrainConfig, sleep: SleepConfig | None = None
+) -> torch.optim.lr_scheduler.LambdaLR:
+    """Per phase, linear warmup over `warmup_steps`, then cosine decay to zero at the phase's end: the
+    sleep phase (`sleep.steps` steps at `sleep.learning_rate`), then the wake phase (`steps` steps)."""
+    sleep_steps = sleep.steps if sleep is not None else 0
+    sleep_scale = sleep.learning_rate / config.learning_rate if sleep_steps else 1.0
 
     def factor(step: int) -> float:
-        if step < warmup:
-            return (step + 1) / (warmup + 1)
-        progress = min((step - warmup) / max(total - warmup, 1), 1.0)
-        return 0.5 * (1.0 + math.cos(math.pi * progress))
+        if step < sleep_steps:
+            return sleep_scale * warmup_cosine(step, config.warmup_steps, sleep_steps)
+        return warmup_cosine(step - sleep_steps, config.warmup_steps, config.steps)
 
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+def warmup_cosine(step: int, warmup: int, total: int) -> float:
+    if step < warmup:
+        return (step + 1) / (warmup + 1)
+    progress = min((step - warmup) / max(total - warmup, 1), 1.0)
+    return 0.5 * (1.0 + math.cos(math.pi * progress))
