@@ -46,7 +46,11 @@ class RunState:
     step: int = 0
     bad_files: set[str] = field(default_factory=set)
     started: float = field(default_factory=time.perf_counter)
-    images_seen: int = 0
+    images_seen: int = 0  # since `counting_since`: the start of the current phase's stepping
+    counting_since: float = field(default_factory=time.perf_counter)
+
+    def restart_count(self) -> None:
+        self.images_seen, self.counting_since = 0, time.perf_counter()
 
 
 def train(config: Config, run_dir: str | Path, resume: str | None = None, cpu: bool = False, command: str = "") -> Path:
@@ -138,7 +142,10 @@ def run_steps(ddp_model, model, optimizer, lr_scheduler, data, config, run_dir, 
     dataset, drawn = data
     progress = progress_bar(total_steps(config), state.step, accelerator)
     model.train()
+    state.restart_count()  # images/s counts stepping only, not the drawing before it
     while state.step < total_steps(config):
+        if state.step == config.sleep.steps:
+            state.restart_count()  # sleep and wake steps differ in cost: each phase gets its own rate
         if state.step < config.sleep.steps:
             out = sleep_step(ddp_model, drawn, config, state, accelerator)
         else:
@@ -225,7 +232,7 @@ def metrics_record(out, lr_scheduler, state, accelerator, phase: str) -> dict:
     def mean(key: str) -> float:
         return accelerator.reduce(out[key].detach().float(), reduction="mean").item()
 
-    elapsed = time.perf_counter() - state.started
+    elapsed = time.perf_counter() - state.counting_since
     record = {"step": state.step, "phase": phase, "loss": mean("loss")}
     if "denoising_loss" in out:
         record["denoising_loss"] = mean("denoising_loss")
