@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from dediffusion.config import TrainConfig
+from dediffusion.config import SleepConfig, TrainConfig
 from dediffusion.train.optim import build_lr_scheduler, build_optimizer
 
 
@@ -17,6 +17,21 @@ def test_warmup_then_cosine_to_zero():
         schedule.step()
     assert rates[0] < rates[1] < rates[2] == pytest.approx(1.0)
     assert all(a >= b for a, b in zip(rates[2:], rates[3:])) and schedule.get_last_lr()[0] == pytest.approx(0.0)
+
+
+def test_each_phase_warms_up_and_decays_at_its_own_rate():
+    params = [torch.nn.Parameter(torch.zeros(2))]
+    config = TrainConfig(steps=6, warmup_steps=1, learning_rate=1.0)
+    optimizer = build_optimizer(params, config)
+    schedule = build_lr_scheduler(optimizer, config, SleepConfig(steps=4, learning_rate=0.1))
+    rates = []
+    for _ in range(10):
+        rates.append(schedule.get_last_lr()[0])
+        optimizer.step()
+        schedule.step()
+    sleep, wake = rates[:4], rates[4:]
+    assert sleep[1] == pytest.approx(0.1) and sleep[0] < sleep[1] >= sleep[2] >= sleep[3] > 0
+    assert wake[0] < wake[1] == pytest.approx(1.0) and all(a >= b for a, b in zip(wake[1:], wake[2:]))
 
 
 @pytest.mark.parametrize("name", ["adamw", "adafactor"])
