@@ -37,6 +37,9 @@ def test_saved_config_loads_back_equal(tmp_path):
         ("train.estimator=reinforce", "estimator must be gumbel or search"),
         ("train.search_proposal=beam", "search_proposal must be random or gradient"),
         ("train.search_accept=all", "search_accept must be best or improving"),
+        ("sleep.draw_dtype=float16", "draw_dtype must be float32 or bfloat16"),
+        ("sleep.timestep_spacing=uniform", "timestep_spacing must be"),
+        ("sleep.density=0", "density must be in"),
     ],
 )
 def test_bad_values_are_refused_with_a_clear_message(override, message):

@@ -138,6 +138,21 @@ def test_generate_is_seeded_and_in_range(decoder):
     assert torch.equal(first, second) and not torch.equal(first, other)
 
 
+def test_generate_follows_the_scheduler_config_unless_told_to_start_at_the_last_timestep(decoder):
+    seen = []
+    hook = decoder.unet.register_forward_pre_hook(lambda module, args: seen.append(int(args[1])))
+    try:
+        decoder.generate(["red"], guidance_scale=1.0, num_inference_steps=4)
+        default, seen[:] = list(seen), []
+        decoder.generate(["red"], guidance_scale=1.0, num_inference_steps=4, timestep_spacing="trailing")
+    finally:
+        hook.remove()
+    last = decoder.scheduler.config.num_train_timesteps - 1
+    assert decoder.scheduler.config.timestep_spacing == "leading"
+    assert default[0] < last - 100  # leading: a quarter of T below the pure-noise end
+    assert seen[0] == last and len(seen) == 4 and seen == sorted(seen, reverse=True)
+
+
 def test_save_and_load_round_trip_with_diffusers_own_loaders(tmp_path):
     from diffusers import StableDiffusionPipeline, UNet2DConditionModel
 

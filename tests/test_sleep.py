@@ -60,6 +60,15 @@ def test_each_drawing_depends_only_on_its_text_and_seed():
     assert not torch.allclose(together[0], draw_images(decoder, tokens[:1], [99], 2.0, 3)[0])
 
 
+def test_bfloat16_drawings_round_the_float32_ones_and_come_back_as_float32():
+    decoder = micro(latent=True)
+    tokens = torch.tensor([[4, 5, 6], [7, 8, 9]])
+    exact = draw_images(decoder, tokens, [1, 2], 2.0, 3)
+    rounded = draw_images(decoder, tokens, [1, 2], 2.0, 3, torch.bfloat16)
+    assert rounded.dtype == torch.float32 and not torch.equal(rounded, exact)
+    assert (rounded - exact).abs().mean() < 0.02 and next(decoder.unet.parameters()).dtype == torch.float32
+
+
 def test_the_sleep_loss_is_the_matched_cross_entropy_and_trains_the_encoder_alone():
     decoder = micro()
     model = DeDiffusion(tiny_config(), decoder)
@@ -102,6 +111,24 @@ def test_a_run_resumed_mid_sleep_equals_an_uninterrupted_one(micro_decoder_dir, 
     straight = load_file(tmp_path / "straight" / "final" / "model.safetensors")
     resumed = load_file(interrupted / "final" / "model.safetensors")
     assert all(torch.equal(straight[k], resumed[k]) for k in straight)
+
+
+def test_a_run_draws_with_its_sleep_spacing_and_precision(micro_decoder_dir, tmp_path):
+    from types import SimpleNamespace
+
+    from dediffusion.data.images import to_pixels
+    from dediffusion.models.decoder import TextToImageDecoder
+    from dediffusion.train.drawn import load_drawn_pairs
+
+    drawing = ["sleep.timestep_spacing=trailing", "sleep.draw_dtype=bfloat16"]
+    config = tiny_config(str(micro_decoder_dir), "", *SLEEP, *drawing)
+    model = DeDiffusion(config, TextToImageDecoder.from_pretrained(micro_decoder_dir))
+    one_process = SimpleNamespace(num_processes=1, process_index=0, wait_for_everyone=lambda: None)
+    images, tokens = load_drawn_pairs(model, config, tmp_path, one_process)
+    seeds = [config.train.seed * 1_000_003 + i for i in range(len(tokens))]
+    drawn = {spacing: to_pixels(draw_images(model.decoder, tokens, seeds, 3.0, 2, torch.bfloat16, spacing))
+             for spacing in ("trailing", None)}  # fmt: skip
+    assert torch.equal(images, drawn["trailing"]) and not torch.equal(images, drawn[None])
 
 
 def test_sleeping_without_a_filler_token_is_a_clear_error(micro_decoder_dir, quadrant_folder, tmp_path):

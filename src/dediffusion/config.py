@@ -99,6 +99,9 @@ class SleepConfig:
     density: float = 0.4  # the largest fraction of a prior text's positions that hold a random word
     guidance_scale: float = 3.0
     num_inference_steps: int = 10
+    timestep_spacing: str = ""  # DDIM spacing of the drawing; "": the decoder scheduler's ("trailing" is
+    # better at few steps, benchmarks/results/sampler.md)
+    draw_dtype: str = "float32"  # "bfloat16": draw under autocast (faster on GPUs and CPUs with AVX512-BF16)
     batch_size: int = 128
     learning_rate: float = 1e-3
 
@@ -220,6 +223,11 @@ def validate(config: Any) -> Any:
             (lambda c: c.pairs >= 1 and c.batch_size >= 1, "pairs and batch_size must be at least 1"),
             (lambda c: 0 < c.density <= 1, "density must be in (0, 1]"),
             (lambda c: c.num_inference_steps >= 1, "num_inference_steps must be at least 1"),
+            (lambda c: c.draw_dtype in ("float32", "bfloat16"), "draw_dtype must be float32 or bfloat16"),
+            (
+                lambda c: c.timestep_spacing in ("", "leading", "trailing", "linspace"),
+                "timestep_spacing must be leading, trailing, linspace or empty (the decoder's own)",
+            ),
         ],
         DecoderConfig: [
             (

@@ -66,7 +66,10 @@ def _draw_part(model: DeDiffusion, config: Config, tokens: torch.Tensor, start: 
 
     sleep = config.sleep
     seeds = [config.train.seed * 1_000_003 + start + i for i in range(len(tokens))]
-    images = draw_images(model.decoder, tokens, seeds, sleep.guidance_scale, sleep.num_inference_steps)
+    dtype = getattr(torch, sleep.draw_dtype)
+    images = draw_images(
+        model.decoder, tokens, seeds, sleep.guidance_scale, sleep.num_inference_steps, dtype, sleep.timestep_spacing
+    )
     atomic_write_bytes(path, save({"images": to_pixels(images).contiguous(), "tokens": tokens.contiguous()}))
     logger.info("sleep phase: drew pairs %d-%d of %d", start, start + len(tokens) - 1, config.sleep.pairs)
 
