@@ -1,0 +1,88 @@
+"""Several encoders side by side on their decoder: scene accuracy of the redraws of each encoder's text,
+on validation scenes (the training stream under a seed no training run uses: for choosing between
+encoders) and on the fixed test scenes (for reporting the chosen one).
+
+usage: python benchmarks/compare_encoders.py MODEL [MODEL ...] [--validation 400] [--test 200] [--name NAME]
+Writes benchmarks/results/NAME.{md,json} (default NAME: compare_encoders).
+"""
+
+import argparse
+import datetime
+import json
+import sys
+from pathlib import Path
+
+import torch
+from record import machine  # the script's folder is on sys.path
+
+from dediffusion import DeDiffusion
+from dediffusion.eval.reconstruction import generate_from_prompts
+from dediffusion.eval.scene_accuracy import scene_accuracy
+from dediffusion.world import render_batch, test_scenes
+from dediffusion.world.perception import PerceptionModel
+from dediffusion.world.split import train_scenes
+
+VALIDATION_SEED = 424242  # `dediffusion world sample` and the tests use small seeds
+
+
+def score(model, scenes, perception, guidance, steps) -> float:
+    texts = model.encode(render_batch(scenes))
+    images = generate_from_prompts(model.decoder, texts, guidance, steps)
+    return scene_accuracy(scenes, [p for chunk in images.split(256) for p in perception.predict(chunk)])
+
+
+def to_markdown(record: dict) -> str:
+    lines = [
+        f"# Encoders side by side (decoder A, guidance {record['guidance_scale']:g}, "
+        f"{record['num_inference_steps']} steps)",
+        "",
+        f"| encoder | trained with | validation ({record['validation_scenes']} scenes) "
+        f"| test ({record['test_scenes']}) |",
+        "|---|---|---|---|",
+    ]
+    for r in record["results"]:
+        lines.append(f"| `{r['model']}` | `{r['trained_with']}` | {r['validation']:.1%} | {r['test']:.1%} |")
+    lines += ["", f"- command: `{record['command']}`", f"- machine: {record['machine']}"]
+    lines += [f"- date: {record['date']}", ""]
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("models", nargs="+")
+    parser.add_argument("--validation", type=int, default=400)
+    parser.add_argument("--test", type=int, default=200)
+    parser.add_argument("--guidance-scale", type=float, default=4.0)
+    parser.add_argument("--num-inference-steps", type=int, default=20)
+    parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--name", default="compare_encoders")
+    parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results")
+    args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    perception = PerceptionModel.load()
+    splits = {"validation": train_scenes(args.validation, seed=VALIDATION_SEED), "test": test_scenes(args.test)}
+    results = []
+    for path in args.models:
+        model = DeDiffusion.from_pretrained(path).eval()
+        made_by = Path(path) / "training.json"
+        trained_with = json.loads(made_by.read_text()).get("command", "") if made_by.is_file() else ""
+        row = {"model": path, "trained_with": trained_with}
+        for split, scenes in splits.items():
+            row[split] = score(model, scenes, perception, args.guidance_scale, args.num_inference_steps)
+        results.append(row)
+        print(row, flush=True)
+    record = {
+        "guidance_scale": args.guidance_scale, "num_inference_steps": args.num_inference_steps,
+        "validation_scenes": args.validation, "validation_seed": VALIDATION_SEED, "test_scenes": args.test,
+        "command": "python " + " ".join(sys.argv), "machine": machine(),
+        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"), "results": results,
+    }  # fmt: skip
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / f"{args.name}.json").write_text(json.dumps(record, indent=1))
+    (args.out / f"{args.name}.md").write_text(to_markdown(record))
+    print(to_markdown(record))
+
+
+if __name__ == "__main__":
+    main()
