@@ -7,13 +7,11 @@ Writes benchmarks/results/NAME.{md,json} (default NAME: compare_encoders).
 """
 
 import argparse
-import datetime
 import json
-import sys
 from pathlib import Path
 
 import torch
-from record import machine  # the script's folder is on sys.path
+from record import provenance, provenance_lines, write_results  # the script's folder is on sys.path
 
 from dediffusion import DeDiffusion
 from dediffusion.eval.reconstruction import generate_from_prompts
@@ -42,9 +40,7 @@ def to_markdown(record: dict) -> str:
     ]
     for r in record["results"]:
         lines.append(f"| `{r['model']}` | `{r['trained_with']}` | {r['validation']:.1%} | {r['test']:.1%} |")
-    lines += ["", f"- command: `{record['command']}`", f"- machine: {record['machine']}"]
-    lines += [f"- date: {record['date']}", ""]
-    return "\n".join(lines)
+    return "\n".join(lines + provenance_lines(record))
 
 
 def main() -> None:
@@ -75,13 +71,9 @@ def main() -> None:
     record = {
         "guidance_scale": args.guidance_scale, "num_inference_steps": args.num_inference_steps,
         "validation_scenes": args.validation, "validation_seed": VALIDATION_SEED, "test_scenes": args.test,
-        "command": "python " + " ".join(sys.argv), "machine": machine(),
-        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"), "results": results,
+        **provenance(), "results": results,
     }  # fmt: skip
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / f"{args.name}.json").write_text(json.dumps(record, indent=1))
-    (args.out / f"{args.name}.md").write_text(to_markdown(record))
-    print(to_markdown(record))
+    write_results(args.out, args.name, record, to_markdown(record))
 
 
 if __name__ == "__main__":

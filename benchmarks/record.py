@@ -1,5 +1,30 @@
-"""What every benchmark records beside its numbers: the machine it ran on (shared with `dediffusion evaluate`)."""
+"""What every benchmark records beside its numbers: the command, the machine it ran on (shared with
+`dediffusion evaluate`) and the date; and the writing of its JSON and Markdown results."""
+
+import datetime
+import json
+import sys
+from pathlib import Path
 
 from dediffusion.eval.report import machine_info as machine
 
-__all__ = ["machine"]
+__all__ = ["machine", "provenance", "provenance_lines", "write_results"]
+
+
+def provenance() -> dict:
+    """The command line, machine and UTC date of this run."""
+    date = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+    return {"command": "python " + " ".join(sys.argv), "machine": machine(), "date": date}
+
+
+def provenance_lines(record: dict) -> list[str]:
+    """The Markdown lines that close a results table."""
+    return ["", f"- command: `{record['command']}`", f"- machine: {record['machine']}", f"- date: {record['date']}", ""]
+
+
+def write_results(out: Path, name: str, record: dict, markdown: str) -> None:
+    """`out/name.json` and `out/name.md`; prints the Markdown."""
+    out.mkdir(parents=True, exist_ok=True)
+    (out / f"{name}.json").write_text(json.dumps(record, indent=1))
+    (out / f"{name}.md").write_text(markdown)
+    print(markdown)

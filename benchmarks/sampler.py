@@ -10,14 +10,11 @@ Writes benchmarks/results/sampler.{md,json}.
 """
 
 import argparse
-import datetime
-import json
-import sys
 import time
 from pathlib import Path
 
 import torch
-from record import machine  # the script's folder is on sys.path
+from record import provenance, provenance_lines, write_results  # the script's folder is on sys.path
 
 from dediffusion.eval.scene_accuracy import scene_accuracy
 from dediffusion.models.decoder import TextToImageDecoder
@@ -57,9 +54,7 @@ def to_markdown(record: dict) -> str:
         f"| {r['spacing']} | {r['steps']} | {r['dtype']} | {r['scene_accuracy']:.1%} | {r['seconds_per_100']:.2f} |"
         for r in record["results"]
     ]
-    lines += ["", f"- command: `{record['command']}`", f"- machine: {record['machine']}"]
-    lines += [f"- date: {record['date']}", ""]
-    return "\n".join(lines)
+    return "\n".join(lines + provenance_lines(record))
 
 
 def main() -> None:
@@ -84,13 +79,9 @@ def main() -> None:
         print(results[-1], flush=True)
     record = {
         "decoder": args.decoder, "scenes": args.scenes, "guidance_scale": args.guidance_scale,
-        "command": "python " + " ".join(sys.argv), "machine": machine(),
-        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"), "results": results,
+        **provenance(), "results": results,
     }  # fmt: skip
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "sampler.json").write_text(json.dumps(record, indent=1))
-    (args.out / "sampler.md").write_text(to_markdown(record))
-    print(to_markdown(record))
+    write_results(args.out, "sampler", record, to_markdown(record))
 
 
 if __name__ == "__main__":
