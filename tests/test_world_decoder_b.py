@@ -34,6 +34,7 @@ def test_pretrain_writes_a_small_folder_without_the_text_encoder_weights(tiny_de
     record = json.loads((tiny_decoder_b / "training.json").read_text())
     assert record["command"] == "test" and record["settings"]["steps"] == 2 and record["wall_time_s"] > 0
     assert not list(tiny_decoder_b.parent.glob(".tiny.tmp-*"))  # the atomic save left nothing behind
+    assert not (tiny_decoder_b.parent / "tiny.checkpoints").exists()  # removed once the result is saved
 
 
 def test_tiny_decoder_b_loads_with_the_generic_loader_and_generates(tiny_decoder_b):

@@ -64,6 +64,42 @@ def test_evaluate_decoder_returns_accuracy(tiny_decoder_dir):
         evaluate_decoder(tiny_decoder_dir, "nonsense", n=2, num_inference_steps=1)
 
 
+def test_interrupted_pretraining_continues_to_the_same_weights(tmp_path, monkeypatch):
+    import dediffusion.train.pretrain as pretrain
+    from dediffusion.world.decoders import checkpoint_folder
+
+    settings = dict(vae_steps=2, text_steps=2, steps=4, batch_size=4, config=TINY, checkpoint_every=2)
+    straight = TextToImageDecoder.from_pretrained(pretrain_decoder_a(tmp_path / "straight", **settings))
+    assert not checkpoint_folder(tmp_path / "straight").exists()
+
+    calls, real = [], pretrain.sample_generators
+
+    def killed_at_the_fourth_unet_step(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 4:  # after the checkpoint of step 2; step 3's work is lost
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(pretrain, "sample_generators", killed_at_the_fourth_unet_step)
+    out = tmp_path / "resumed"
+    with pytest.raises(KeyboardInterrupt):
+        pretrain_decoder_a(out, **settings)
+    monkeypatch.setattr(pretrain, "sample_generators", real)
+    assert not out.exists()
+    assert sorted(p.name for p in checkpoint_folder(out).iterdir()) == ["text.pt", "unet.pt", "vae.pt"]
+    with pytest.raises(ValueError, match=r"other settings.*resumed\.checkpoints"):
+        pretrain_decoder_a(out, **{**settings, "steps": 5})
+
+    resumed = TextToImageDecoder.from_pretrained(pretrain_decoder_a(out, **settings))
+    assert not checkpoint_folder(out).exists()
+    for part in ("unet", "text_encoder", "vae"):
+        a, b = getattr(straight, part).state_dict(), getattr(resumed, part).state_dict()
+        assert all(torch.equal(a[k], b[k]) for k in a), part
+    assert resumed.vae.config.scaling_factor == straight.vae.config.scaling_factor
+    record = json.loads((out / "training.json").read_text())
+    assert record["settings"]["steps"] == 4 and record["wall_time_s"] > 0
+
+
 def test_bundled_decoder_loads():
     folder = default_decoder_path()
     decoder = TextToImageDecoder.from_pretrained(folder)

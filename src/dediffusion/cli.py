@@ -165,7 +165,12 @@ def add_world(commands) -> None:
         formatter_class=Formatter,
     )
     decoder.add_argument("which", choices=("a", "b"), help="which decoder")
-    decoder.add_argument("--out", required=True, help="diffusers folder to write (replaced atomically at the end)")
+    decoder.add_argument(
+        "--out",
+        required=True,
+        help="diffusers folder to write (replaced atomically at the end); checkpoints go to OUT.checkpoints "
+        "meanwhile, and rerunning the same command after an interruption continues from them",
+    )
     decoder.add_argument("--steps", type=int, default=None, help="UNet optimiser steps (default: the bundled model's)")
     decoder.add_argument("--vae-steps", type=int, default=None, help="decoder A: VAE optimiser steps")
     decoder.add_argument("--text-steps", type=int, default=None, help="decoder A: text-encoder layout steps")

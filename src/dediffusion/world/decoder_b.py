@@ -28,7 +28,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import time
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -204,6 +203,7 @@ def pretrain_decoder_b(
     config: dict[str, Any] | None = None,
     max_length: int = MAX_LENGTH,
     command: str = "",
+    checkpoint_every: int = 250,
 ) -> Path:
     """Build decoder B, train its UNet (MiniLM stays frozen), save it atomically; return `out_dir`.
 
@@ -216,26 +216,31 @@ def pretrain_decoder_b(
         timestep_bias: favours high-noise timesteps (see ``pretrain_text_to_image``).
         config: overrides of `DECODER_B_CONFIG` (architecture, prediction type, noise schedule).
         command: recorded in training.json (the command line that made it).
-    """
-    from dediffusion.train.pretrain import pretrain_text_to_image
-    from dediffusion.world.decoders import _training_record, world_sampler
 
-    start = time.perf_counter()
-    torch.manual_seed(seed)
-    decoder = build_decoder_b(config, max_length)
-    sample = world_sampler(seed, p_empty=p_empty, p_full=p_full)
-    losses = pretrain_text_to_image(
-        decoder, sample, steps, batch_size, learning_rate, seed, log_every=50, ema_decay=ema_decay,
-        train_text_encoder=False, timestep_bias=timestep_bias,
-    )  # fmt: skip
+    Checkpoints go to `checkpoint_folder(out_dir)` every `checkpoint_every` steps; rerunning with the same
+    settings continues from them (see `StageCheckpoints`).
+    """
+    from dediffusion.train.pretrain import StageCheckpoints, pretrain_text_to_image
+    from dediffusion.world.decoders import _training_record, checkpoint_folder, world_sampler
+
     settings = {
         "steps": steps, "batch_size": batch_size, "seed": seed, "learning_rate": learning_rate,
         "ema_decay": ema_decay, "p_empty": p_empty, "p_full": p_full, "timestep_bias": timestep_bias,
         "max_length": max_length,
         "architecture": {**DECODER_B_CONFIG, **(config or {})}, "text_encoder": TEXT_ENCODER_PACKAGE,
     }  # fmt: skip
-    record = _training_record(command, settings, time.perf_counter() - start, [], losses)
-    return save_decoder_b(decoder, out_dir, record)
+    checkpoints = StageCheckpoints(checkpoint_folder(out_dir), settings, checkpoint_every)
+    torch.manual_seed(seed)
+    decoder = build_decoder_b(config, max_length)
+    sample = world_sampler(seed, p_empty=p_empty, p_full=p_full)
+    losses = pretrain_text_to_image(
+        decoder, sample, steps, batch_size, learning_rate, seed, log_every=50, ema_decay=ema_decay,
+        train_text_encoder=False, timestep_bias=timestep_bias, checkpoints=checkpoints,
+    )  # fmt: skip
+    record = _training_record(command, settings, checkpoints.seconds(), [], losses)
+    saved = save_decoder_b(decoder, out_dir, record)
+    checkpoints.remove()
+    return saved
 
 
 def save_decoder_b(decoder: TextToImageDecoder, out_dir: str | Path, record: dict[str, Any] | None = None) -> Path:

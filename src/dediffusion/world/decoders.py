@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import json
 import logging
-import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -65,6 +64,13 @@ def default_decoder_path() -> Path:
     return ASSETS_DIR / "decoder_a"
 
 
+def checkpoint_folder(out_dir: str | Path) -> Path:
+    """Where pretraining for `out_dir` keeps its checkpoints until the result is saved: rerunning the
+    same command continues from them."""
+    out_dir = Path(out_dir)
+    return out_dir.parent / f"{out_dir.name}.checkpoints"
+
+
 def world_sampler(
     seed: int = 0, p_empty: float = 0.1, p_full: float = 0.4, resolution: int = RESOLUTION, p_loose: float = 0.0
 ):
@@ -97,6 +103,7 @@ def pretrain_decoder_a(
     timestep_bias: float = 3.0,
     config: dict[str, Any] | None = None,
     command: str = "",
+    checkpoint_every: int = 250,
 ) -> Path:
     """Build decoder A and train it in three stages, then save it atomically; return `out_dir`.
 
@@ -115,23 +122,41 @@ def pretrain_decoder_a(
             (benchmarks/results/word_signal.md): an encoder's words need not come in phrases.
         config: overrides of `DECODER_A_CONFIG` (architecture).
         command: recorded in training.json (the command line that made it).
+
+    Checkpoints go to `checkpoint_folder(out_dir)` (each stage, and every `checkpoint_every` UNet or VAE steps);
+    rerunning with the same settings continues from them (see `StageCheckpoints`).
     """
     from dediffusion.models.micro import build_micro_decoder
-    from dediffusion.train.pretrain import pretrain_text_to_image, pretrain_vae
+    from dediffusion.train.pretrain import StageCheckpoints, pretrain_text_to_image, pretrain_vae
 
-    start = time.perf_counter()
-    torch.manual_seed(seed)
     architecture = {**DECODER_A_CONFIG, **(config or {})}
+    settings = {
+        "vae_steps": vae_steps, "text_steps": text_steps, "steps": steps, "batch_size": batch_size,
+        "seed": seed, "learning_rate": learning_rate, "vae_learning_rate": vae_learning_rate,
+        "vae_batch_size": vae_batch_size, "ema_decay": ema_decay, "p_full": p_full,
+        "p_loose": p_loose, "timestep_bias": timestep_bias, "architecture": architecture,
+    }  # fmt: skip
+    checkpoints = StageCheckpoints(checkpoint_folder(out_dir), settings, checkpoint_every)
+    torch.manual_seed(seed)
     decoder = build_micro_decoder(VOCABULARY, **architecture)
     # each stage sees its own slice of the training stream; none ever sees the test split
     resolution = architecture["resolution"]
     vae_sample = world_sampler(seed + 1, resolution=resolution)
-    vae_losses = pretrain_vae(decoder, vae_sample, vae_steps, vae_batch_size, vae_learning_rate, loss="mse")
+    vae_losses = pretrain_vae(
+        decoder, vae_sample, vae_steps, vae_batch_size, vae_learning_rate, loss="mse", checkpoints=checkpoints
+    )
     # the perception model reads 32x32 images only; smaller test-size decoders are not scored
     vae_accuracy = vae_reconstruction_accuracy(decoder) if resolution == RESOLUTION else None
     if vae_accuracy is not None:
         logger.info("VAE reconstructions: scene accuracy %.4f on 200 test scenes", vae_accuracy)
-    text_losses = pretrain_text_encoder_on_layouts(decoder, text_steps, batch_size, learning_rate, seed + 2)
+    text_state = checkpoints.load("text")
+    if text_state is None:
+        text_losses = pretrain_text_encoder_on_layouts(decoder, text_steps, batch_size, learning_rate, seed + 2)
+        weights = [decoder.text_encoder.state_dict()]
+        checkpoints.save("text", {"step": text_steps, "losses": text_losses, "weights": weights})
+    else:
+        decoder.text_encoder.load_state_dict(text_state["weights"][0])
+        text_losses = text_state["losses"]
     losses = pretrain_text_to_image(
         decoder,
         world_sampler(seed, p_full=p_full, resolution=resolution, p_loose=p_loose),
@@ -141,17 +166,14 @@ def pretrain_decoder_a(
         seed,
         ema_decay=ema_decay,
         timestep_bias=timestep_bias,
+        checkpoints=checkpoints,
     )
-    settings = {
-        "vae_steps": vae_steps, "text_steps": text_steps, "steps": steps, "batch_size": batch_size,
-        "seed": seed, "learning_rate": learning_rate, "vae_learning_rate": vae_learning_rate,
-        "vae_batch_size": vae_batch_size, "ema_decay": ema_decay, "p_full": p_full,
-        "p_loose": p_loose, "timestep_bias": timestep_bias, "architecture": architecture,
-    }  # fmt: skip
-    record = _training_record(command, settings, time.perf_counter() - start, vae_losses, losses)
+    record = _training_record(command, settings, checkpoints.seconds(), vae_losses, losses)
     record["vae_reconstruction_scene_accuracy"] = vae_accuracy
     record["final_text_layout_loss"] = float(np.mean(text_losses[-10:])) if text_losses else None
-    return _save(decoder, Path(out_dir), record)
+    _save(decoder, Path(out_dir), record)
+    checkpoints.remove()
+    return Path(out_dir)
 
 
 class LayoutReadout(torch.nn.Module):
