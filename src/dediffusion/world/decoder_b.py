@@ -192,7 +192,7 @@ def _text_reference(max_length: int) -> dict[str, Any]:
 
 def pretrain_decoder_b(
     out_dir: str | Path,
-    steps: int = 1500,
+    steps: int = 3000,
     batch_size: int = 32,
     seed: int = 1,
     learning_rate: float = 2e-3,
