@@ -35,7 +35,7 @@ def world_report(tmp_path_factory):
     build_micro_decoder(VOCABULARY[::-1], **TINY).save_pretrained(root / "decoder_b")
     model = save_world_encoder(root, "encoder", 4, root / "decoder_a")
     short = save_world_encoder(root, "encoder2", 2, root / "decoder_a")
-    (short / "training.json").write_text(json.dumps({"steps": 7}))  # as `dediffusion train` writes it
+    (short / "training.json").write_text(json.dumps({"steps": 7, "sleep_steps": 3}))  # as `dediffusion train` writes it
     llm = save_tiny_lm(root / "lm", ["<pad>", *sorted(set(" ".join(VOCABULARY).split()))])
     args = ["evaluate", "--model", str(model), "--decoder-b", str(root / "decoder_b"), "--num-images", "6"]
     args += ["--ablation-model", str(short), "--few-shot-scenes", "120", "--few-shot-episodes", "10"]
@@ -61,8 +61,10 @@ def test_cost_ablation_few_shot_and_qa_sections(world_report):
     cost = record["cost"]
     assert cost["speedup"] == pytest.approx(cost["encoder_images_per_s"] / cost["inversion_images_per_s"])
     assert [row["num_tokens"] for row in record["token_ablation"]] == [2, 4]
-    config_steps = DeDiffusion.from_pretrained(record["token_ablation"][1]["model"]).config.train.steps
-    assert [row["steps"] for row in record["token_ablation"]] == [7, config_steps]  # training.json, else config
+    config = DeDiffusion.from_pretrained(record["token_ablation"][1]["model"]).config
+    budgets = [(row["sleep_steps"], row["steps"]) for row in record["token_ablation"]]
+    assert budgets == [(3, 7), (config.sleep.steps, config.train.steps)]  # training.json, else config
+    assert "| 2 | 3 sleep + 7 wake |" in (world_report / "report.md").read_text()
     assert record["few_shot"]["blind"] == {"shape": 0.2, "color": 0.2}  # identical texts: exactly chance
     assert set(record["qa"]["shots"]) == {"0", "1"}
     assert set(record["qa"]["shots"]["0"]) == {"blind", "human", "De-Diffusion", "description"}

@@ -135,11 +135,17 @@ def _ablation(record: dict) -> list[str]:
         cells = [f"{_percent(row[d]['scene_accuracy'])} | {row[d]['fd_effnet']:.2f}" for d in decoders]
         shot = row["few_shot"].get("De-Diffusion", {})
         few = [_percent(shot.get(a)) for a in ("shape", "color")]
-        steps = row.get("steps", "")
+        steps = _training_budget(row)
         lines.append(f"| {row['num_tokens']} | {steps} | `{row['model']}` | " + " | ".join(cells + few) + " |")
     if "token_ablation" in record.get("plots", {}):
         lines += ["", f"![token ablation]({record['plots']['token_ablation']})"]
     return lines
+
+
+def _training_budget(row: dict) -> str:
+    """ "960 sleep + 150 wake" (or the wake steps alone for an encoder without a sleep phase)."""
+    sleep, wake = row.get("sleep_steps", 0), row.get("steps", "")
+    return f"{sleep} sleep + {wake} wake" if sleep else str(wake)
 
 
 def _few_shot(record: dict) -> list[str]:
@@ -240,10 +246,10 @@ def _plot_sweep(plt, record: dict, path: Path) -> str:
 def _plot_ablation(plt, record: dict, path: Path) -> str:
     figure, axes = plt.subplots(1, 2, figsize=(10, 3.5))
     # one line per training length: encoders trained for other step counts are not points of the same curve
-    runs = sorted({r.get("steps") for r in record["token_ablation"]}, key=lambda s: (s is None, s))
-    for steps in runs:
-        rows = [r for r in record["token_ablation"] if r.get("steps") == steps]
-        tokens, trained = [r["num_tokens"] for r in rows], f" ({steps} steps)" if len(runs) > 1 else ""
+    runs = sorted({_training_budget(r) for r in record["token_ablation"]})
+    for budget in runs:
+        rows = [r for r in record["token_ablation"] if _training_budget(r) == budget]
+        tokens, trained = [r["num_tokens"] for r in rows], f" ({budget} steps)" if len(runs) > 1 else ""
         for d in record["reconstruction"]:
             if rows[0][d]["scene_accuracy"] is not None:
                 scores = [100 * r[d]["scene_accuracy"] for r in rows]

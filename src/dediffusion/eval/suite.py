@@ -160,7 +160,7 @@ def ablation_section(model, decoders, inputs, features, read_scenes, settings, r
     for path in (settings.model, *settings.ablation_models):
         other = model if path == settings.model else DeDiffusion.from_pretrained(path, decoder=model.decoder).eval()
         texts = {"De-Diffusion": other.encode(inputs.images)}
-        row: dict = {"model": path, "num_tokens": other.config.encoder.num_tokens, "steps": training_steps(path, other)}
+        row: dict = {"model": path, "num_tokens": other.config.encoder.num_tokens, **training_steps(path, other)}
         for key, decoder in decoders.items():
             cells = score_prompt_sources(
                 decoder, texts, inputs.images, [chosen[key]], settings.num_inference_steps, features,
@@ -172,13 +172,14 @@ def ablation_section(model, decoders, inputs, features, read_scenes, settings, r
     return sorted(rows, key=lambda r: r["num_tokens"])
 
 
-def training_steps(path, model) -> int:
-    """The steps an encoder folder was trained for: its `training.json` (written by `dediffusion train`
-    beside the final weights), else its config's `train.steps`."""
+def training_steps(path, model) -> dict[str, int]:
+    """{"steps", "sleep_steps"}: the wake and sleep steps an encoder folder was trained for, from its
+    `training.json` (written by `dediffusion train` beside the final weights), else from its config."""
     record = Path(resolve(path)) / "training.json"
     if record.is_file():
-        return int(json.loads(record.read_text())["steps"])
-    return int(model.config.train.steps)
+        trained = json.loads(record.read_text())
+        return {"steps": int(trained["steps"]), "sleep_steps": int(trained.get("sleep_steps", 0))}
+    return {"steps": int(model.config.train.steps), "sleep_steps": int(model.config.sleep.steps)}
 
 
 def few_shot_section(model, settings, world: bool, sources=("De-Diffusion", "human", "description", "blind")) -> dict:
