@@ -143,7 +143,7 @@ def _ablation(record: dict) -> list[str]:
 
 
 def _training_budget(row: dict) -> str:
-    """ "960 sleep + 150 wake" (or the wake steps alone for an encoder without a sleep phase)."""
+    """An ablation row's training, e.g. `960 sleep + 150 wake` (the wake steps alone without a sleep phase)."""
     sleep, wake = row.get("sleep_steps", 0), row.get("steps", "")
     return f"{sleep} sleep + {wake} wake" if sleep else str(wake)
 
