@@ -191,6 +191,7 @@ def pretrain_vae(
     log_every: int = 100,
     loss: str = "l1",
     checkpoints: StageCheckpoints | None = None,
+    max_grad_norm: float | None = 1.0,
 ) -> list[float]:
     """Train the decoder's VAE as an autoencoder; set its scaling factor so latents have unit
     variance, as Stable Diffusion does.
@@ -199,7 +200,10 @@ def pretrain_vae(
     `loss="mse"`: 4 * MSE of the posterior mean + 0.1 * mean posterior variance. It learns small
     objects on flat backgrounds several times faster (L1's median favours the background) and keeps
     the posterior noise small, so the latents diffusion trains on are nearly deterministic.
-    With `checkpoints`, the state is saved (and resumed) as stage "vae".
+    With `checkpoints`, the state is saved (and resumed) as stage "vae". Gradients are clipped to
+    `max_grad_norm` (None: not clipped): unclipped, world decoder A's VAE at learning rate 2e-3 spiked
+    at step 800 (loss 0.02 -> 0.14) and ended at loss 0.0185 with 74% of shapes surviving a round
+    trip; clipped at 1, loss 0.0064 and 96.5% (200 test scenes).
     """
     if loss not in ("l1", "mse"):
         raise ValueError(f"loss must be 'l1' or 'mse', got {loss!r}")
@@ -214,6 +218,8 @@ def pretrain_vae(
             value = _vae_loss(vae, images, loss, kl_weight)
             optimizer.zero_grad(set_to_none=True)
             value.backward()
+            if max_grad_norm is not None:
+                torch.nn.utils.clip_grad_norm_(vae.parameters(), max_grad_norm)
             optimizer.step()
             schedule.step()
             losses.append(value.item())

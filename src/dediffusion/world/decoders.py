@@ -97,6 +97,7 @@ def pretrain_decoder_a(
     learning_rate: float = 2e-3,
     vae_learning_rate: float = 2e-3,
     vae_batch_size: int = 32,
+    vae_max_grad_norm: float | None = 1.0,
     ema_decay: float = 0.995,
     p_full: float = 0.5,
     p_loose: float = 0.5,
@@ -133,8 +134,8 @@ def pretrain_decoder_a(
     settings = {
         "vae_steps": vae_steps, "text_steps": text_steps, "steps": steps, "batch_size": batch_size,
         "seed": seed, "learning_rate": learning_rate, "vae_learning_rate": vae_learning_rate,
-        "vae_batch_size": vae_batch_size, "ema_decay": ema_decay, "p_full": p_full,
-        "p_loose": p_loose, "timestep_bias": timestep_bias, "architecture": architecture,
+        "vae_batch_size": vae_batch_size, "vae_max_grad_norm": vae_max_grad_norm, "ema_decay": ema_decay,
+        "p_full": p_full, "p_loose": p_loose, "timestep_bias": timestep_bias, "architecture": architecture,
     }  # fmt: skip
     checkpoints = StageCheckpoints(checkpoint_folder(out_dir), settings, checkpoint_every)
     torch.manual_seed(seed)
@@ -143,8 +144,9 @@ def pretrain_decoder_a(
     resolution = architecture["resolution"]
     vae_sample = world_sampler(seed + 1, resolution=resolution)
     vae_losses = pretrain_vae(
-        decoder, vae_sample, vae_steps, vae_batch_size, vae_learning_rate, loss="mse", checkpoints=checkpoints
-    )
+        decoder, vae_sample, vae_steps, vae_batch_size, vae_learning_rate, loss="mse", checkpoints=checkpoints,
+        max_grad_norm=vae_max_grad_norm,
+    )  # fmt: skip
     # the perception model reads 32x32 images only; smaller test-size decoders are not scored
     vae_accuracy = vae_reconstruction_accuracy(decoder) if resolution == RESOLUTION else None
     if vae_accuracy is not None:
