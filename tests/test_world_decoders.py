@@ -116,6 +116,21 @@ def test_vae_loss_must_be_known():
         pretrain_vae(decoder, world_sampler(), 1, 2, loss="huber")
 
 
+def test_vae_gradients_are_clipped_to_max_grad_norm():
+    from dediffusion.models.micro import build_micro_decoder
+    from dediffusion.train.pretrain import pretrain_vae
+
+    def trained(max_grad_norm):
+        torch.manual_seed(0)
+        decoder = build_micro_decoder(["red"], resolution=8, latent=True, unet_channels=(8, 16), vae_channels=(8, 8))
+        before = [p.detach().clone() for p in decoder.vae.parameters()]
+        pretrain_vae(decoder, world_sampler(resolution=8), 2, 2, loss="mse", max_grad_norm=max_grad_norm)
+        return max((p - b).abs().max().item() for p, b in zip(decoder.vae.parameters(), before))
+
+    assert trained(None) > 0 and trained(1.0) > 0
+    assert trained(0.0) == 0  # gradients clipped to norm 0: Adam takes no step
+
+
 def test_cli_pretrains_decoder_a_and_records_the_command(tmp_path, caplog):
     steps = ["--steps", "1", "--vae-steps", "1", "--text-steps", "1", "--p-loose", "0.25"]
     args = ["world", "pretrain-decoder", "a", "--out", str(tmp_path / "a"), *steps]
