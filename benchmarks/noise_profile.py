@@ -34,14 +34,8 @@ def redraw_from(decoder, latents, cond, t0: int, guidance: float, noise: torch.T
     scheduler = DDIMScheduler.from_config(decoder.scheduler.config, timestep_spacing="trailing")
     scheduler.set_timesteps(steps)
     timesteps = [t for t in scheduler.timesteps if t <= t0]
-    batch = latents.shape[0]
-    uncond = decoder.encode_text([""]).expand(batch, -1, -1)
-    x = scheduler.add_noise(latents, noise, torch.full((batch,), int(timesteps[0])))
-    for t in timesteps:
-        out = decoder.unet(torch.cat([x, x]), t, encoder_hidden_states=torch.cat([uncond, cond])).sample
-        out_uncond, out_cond = out.chunk(2)
-        x = scheduler.step(out_uncond + guidance * (out_cond - out_uncond), t, x).prev_sample
-    return decoder.from_latents(x), int(timesteps[0])
+    noisy = scheduler.add_noise(latents, noise, torch.full((latents.shape[0],), int(timesteps[0])))
+    return decoder.from_latents(decoder.denoise_latents(noisy, cond, scheduler, timesteps, guidance)), int(timesteps[0])
 
 
 def profile(decoder_path: str, scenes, perception, guidance: float) -> list[dict]:

@@ -410,16 +410,23 @@ class TextToImageDecoder(nn.Module):
         from diffusers import DDIMScheduler
 
         cond = self.encode_text(prompts) if text_states is None else text_states.to(self.device)
-        batch = cond.shape[0]
-        generators = generators or [torch.Generator(self.device).manual_seed(i) for i in range(batch)]
-        uncond = self.encode_text([""]).expand(batch, -1, -1)
+        generators = generators or [torch.Generator(self.device).manual_seed(i) for i in range(cond.shape[0])]
         spacing = {"timestep_spacing": timestep_spacing} if timestep_spacing else {}
         scheduler = DDIMScheduler.from_config(self.scheduler.config, **spacing)
         scheduler.set_timesteps(num_inference_steps, device=self.device)
         latents = per_sample_randn(self.latent_shape, generators, self.device) * scheduler.init_noise_sigma
+        return self.from_latents(self.denoise_latents(latents, cond, scheduler, scheduler.timesteps, guidance_scale))
+
+    @torch.no_grad()
+    def denoise_latents(self, latents, text_states, scheduler, timesteps, guidance_scale: float = 7.5) -> torch.Tensor:
+        """Run `scheduler` over `timesteps` from `latents` (B, C, h, w), conditioned on `text_states`
+        (B, T, D) with classifier-free guidance (the empty prompt is the unconditional branch); return
+        the final latents. `generate` starts from pure noise; starting from a noised image at a lower
+        timestep redraws it (SDEdit; `benchmarks/noise_profile.py`)."""
+        cond = text_states.to(self.device)
         guided = guidance_scale != 1.0
-        states = torch.cat([uncond, cond]) if guided else cond
-        for t in scheduler.timesteps:
+        states = torch.cat([self.encode_text([""]).expand(cond.shape[0], -1, -1), cond]) if guided else cond
+        for t in timesteps:
             model_in = torch.cat([latents, latents]) if guided else latents
             model_in = scheduler.scale_model_input(model_in, t).to(self.dtype)
             out = self.unet(model_in, t, encoder_hidden_states=states.to(self.dtype)).sample.float()
@@ -427,7 +434,7 @@ class TextToImageDecoder(nn.Module):
                 out_uncond, out_cond = out.chunk(2)
                 out = out_uncond + guidance_scale * (out_cond - out_uncond)
             latents = scheduler.step(out, t, latents).prev_sample
-        return self.from_latents(latents)
+        return latents
 
 
 def sample_timesteps(
