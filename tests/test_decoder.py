@@ -218,3 +218,16 @@ def test_decoder_stays_frozen_and_in_eval_mode(decoder):
     decoder.train()
     assert not decoder.training and not decoder.unet.training
     assert not any(p.requires_grad for p in decoder.parameters())
+
+
+def test_denoise_latents_from_a_nearly_clean_start_keeps_the_latents(decoder):
+    from diffusers import DDIMScheduler
+
+    scheduler = DDIMScheduler.from_config(decoder.scheduler.config, timestep_spacing="trailing")
+    scheduler.set_timesteps(10)  # 999, 899, ..., 99
+    latents = torch.randn((2, *decoder.latent_shape), generator=torch.Generator().manual_seed(0))
+    states = decoder.encode_text(["red", ""])
+    kept = decoder.denoise_latents(latents, states, scheduler, [1], guidance_scale=3.0)  # one step from t=1 to 0
+    redrawn = decoder.denoise_latents(latents, states, scheduler, scheduler.timesteps, guidance_scale=3.0)
+    assert kept.shape == latents.shape
+    assert (kept - latents).abs().max() < 0.05 < (redrawn - latents).abs().max()
