@@ -85,6 +85,61 @@ def test_denoising_loss_uses_the_decoders_own_objective(latent, prediction_type)
     assert torch.allclose(loss, (prediction - target).pow(2).mean(dim=(1, 2, 3)), atol=1e-6)
 
 
+@pytest.mark.parametrize("latent, prediction_type", VARIANTS, ids=VARIANT_IDS)
+def test_a_perfect_prediction_gives_back_the_clean_latents(latent, prediction_type, monkeypatch):
+    decoder = micro(latent, prediction_type)
+    latents, noise = torch.randn(2, *decoder.latent_shape), torch.randn(2, *decoder.latent_shape)
+    timesteps = torch.tensor([10, 900])
+    noisy = decoder.scheduler.add_noise(latents, noise, timesteps)
+    # a UNet that predicts exactly its training target: the estimate must be the clean latents
+    perfect = decoder._target(latents, noise, timesteps)
+    monkeypatch.setattr(decoder.unet, "forward", lambda *args, **kwargs: type("Out", (), {"sample": perfect})())
+    clean = decoder.predict_clean_latents(noisy, decoder.encode_text(["red", "blue"]), timesteps)
+    assert torch.allclose(clean, latents, atol=1e-4)
+
+
+def test_clean_latent_estimate_is_differentiable_in_the_unet():
+    decoder = micro(True, "v_prediction").requires_grad_(True)
+    noisy = torch.randn(1, *decoder.latent_shape)
+    clean = decoder.predict_clean_latents(noisy, decoder.encode_text(["red"]), torch.tensor([500]))
+    clean.pow(2).sum().backward()
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in decoder.unet.parameters())
+
+
+def test_loss_weights_make_a_weighted_mean_over_the_pixels_they_cover():
+    decoder = micro()  # pixel space: one latent cell per pixel
+    size = decoder.resolution
+    images = torch.rand(2, 3, size, size) * 2 - 1
+    states = decoder.encode_text(["red", "blue"])
+    timesteps, noise = torch.tensor([10, 900]), torch.randn(2, *decoder.latent_shape)
+    plain = decoder.denoising_loss(images, states, timesteps=timesteps, noise=noise)
+    threes = torch.full((2, 1, size, size), 3.0)
+    uniform = decoder.denoising_loss(images, states, timesteps=timesteps, noise=noise, weights=threes)
+    assert torch.allclose(uniform, plain, atol=1e-6)
+    right_half = torch.zeros(2, 1, size, size)
+    right_half[..., size // 2 :] = 1.0
+    weighted = decoder.denoising_loss(images, states, timesteps=timesteps, noise=noise, weights=right_half)
+    prediction = decoder.unet(decoder.scheduler.add_noise(images, noise, timesteps), timesteps, states).sample
+    error = (prediction - decoder._target(images, noise, timesteps)).pow(2)
+    assert torch.allclose(weighted, error[..., size // 2 :].mean(dim=(1, 2, 3)), atol=1e-6)
+    with pytest.raises(ValueError, match="weights must be"):
+        decoder.denoising_loss(images, states, timesteps=timesteps, noise=noise, weights=-right_half)
+
+
+def test_loss_weights_reach_a_latent_cell_from_any_pixel_it_covers():
+    decoder = micro(latent=True)
+    size, cells = decoder.resolution, decoder.latent_shape[-1]
+    images, states = torch.rand(1, 3, size, size) * 2 - 1, decoder.encode_text(["red"])
+    timesteps, noise = torch.tensor([500]), torch.randn(1, *decoder.latent_shape)
+    one_pixel = torch.zeros(1, 1, size, size)
+    one_pixel[0, 0, 0, 0] = 1.0  # inside the first latent cell only
+    weighted = decoder.denoising_loss(images, states, timesteps=timesteps, noise=noise, weights=one_pixel)
+    latents = decoder.to_latents(images)
+    prediction = decoder.unet(decoder.scheduler.add_noise(latents, noise, timesteps), timesteps, states).sample
+    error = (prediction - decoder._target(latents, noise, timesteps)).pow(2).mean(dim=1)
+    assert cells < size and torch.allclose(weighted, error[:, 0, 0], atol=1e-6)
+
+
 def test_random_draws_are_per_sample_and_reproducible(decoder):
     images = torch.rand(3, 3, 8, 8) * 2 - 1
     states = decoder.encode_text(["red", "blue", "green"])

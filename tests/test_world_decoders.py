@@ -7,7 +7,14 @@ import torch
 
 from dediffusion.cli import main
 from dediffusion.models.decoder import TextToImageDecoder
-from dediffusion.world.decoders import default_decoder_path, evaluate_decoder, pretrain_decoder_a, world_sampler
+from dediffusion.world.decoders import (
+    default_decoder_path,
+    evaluate_decoder,
+    object_mask,
+    pretrain_decoder_a,
+    shape_latent_loss,
+    world_sampler,
+)
 from dediffusion.world.render import render_batch
 from dediffusion.world.split import test_scenes, train_scenes
 
@@ -25,7 +32,10 @@ TINY = {
 @pytest.fixture(scope="module")
 def tiny_decoder_dir(tmp_path_factory):
     out = tmp_path_factory.mktemp("decoders") / "decoder_a"
-    return pretrain_decoder_a(out, vae_steps=2, text_steps=2, steps=2, batch_size=4, config=TINY, command="test")
+    return pretrain_decoder_a(
+        out, vae_steps=2, text_steps=2, steps=2, batch_size=4, object_weight=2.0, vae_shape_weight=0.1, config=TINY,
+        command="test",
+    )  # fmt: skip
 
 
 def test_world_sampler_draws_training_scenes_with_captions():
@@ -38,9 +48,42 @@ def test_world_sampler_draws_training_scenes_with_captions():
     assert not set(map(repr, train_scenes(50, seed=3))) & set(map(repr, test_scenes(50)))
 
 
+def test_object_weights_cover_every_object_pixel_and_nothing_else():
+    from dediffusion.world.scene import BACKGROUNDS
+
+    images, captions, weights = world_sampler(seed=3, object_weight=4.0)(8, 1)
+    plain_images, plain_captions = world_sampler(seed=3)(8, 1)
+    assert torch.equal(images, plain_images) and captions == plain_captions
+    assert weights.shape == (8, 1, 32, 32) and set(weights.unique().tolist()) == {1.0, 5.0}
+    scenes = train_scenes(8, seed=3, start=8)
+    assert torch.equal(weights, 1.0 + 4.0 * object_mask(scenes))
+    for image, weight, scene in zip(images, weights, scenes):
+        # every pixel that differs from the (shaded) background colour lies under the mask
+        background = torch.tensor(BACKGROUNDS[scene.background], dtype=torch.float32) / 127.5 - 1
+        differs = (image - background[:, None, None]).abs().amax(dim=0) > 0.15
+        assert differs.any() and (weight[0][differs] == 5.0).all()
+        assert (weight[0] == 5.0).float().mean() < 0.5
+
+
+def test_shape_latent_loss_is_met_only_by_latents_that_hold_each_cells_shape():
+    loss = shape_latent_loss(seed=3, batch_size=8, weight=1.0)
+    means = torch.randn(8, 8, 8, 8, requires_grad=True)
+    at_start = loss(means, 0).item()
+    optimizer = torch.optim.Adam([means], lr=0.05)
+    for _ in range(200):
+        optimizer.zero_grad()
+        loss(means, 0).backward()
+        optimizer.step()
+    # latents arranged for step 0's scenes meet it; the same latents are wrong for step 1's scenes
+    assert loss(means, 0).item() < 0.1 < 1.0 < at_start
+    assert loss(means, 1).item() > 1.0
+    assert loss(means.detach() * 10, 0).item() == pytest.approx(loss(means.detach(), 0).item(), rel=1e-4)
+
+
 def test_pretrain_writes_loadable_folder_with_record(tiny_decoder_dir):
     record = json.loads((tiny_decoder_dir / "training.json").read_text())
     assert record["settings"]["steps"] == 2 and record["command"] == "test" and record["wall_time_s"] > 0
+    assert record["settings"]["object_weight"] == 2.0 and record["settings"]["vae_shape_weight"] == 0.1
     assert not list(tiny_decoder_dir.parent.glob(".decoder_a.tmp-*"))
     decoder = TextToImageDecoder.from_pretrained(tiny_decoder_dir)
     assert decoder.resolution == 32 and decoder.prediction_type == "v_prediction"

@@ -181,6 +181,18 @@ def add_world(commands) -> None:
         default=None,
         help="decoder A: share of loose-word captions (default 0.5, as the bundled model)",
     )
+    decoder.add_argument(
+        "--object-weight",
+        type=float,
+        default=None,
+        help="decoder A: extra weight of the denoising error under objects (default 0, as the bundled model)",
+    )
+    decoder.add_argument(
+        "--vae-shape-weight",
+        type=float,
+        default=None,
+        help="decoder A: weight of the VAE's shape-in-latents loss (default 0, as the bundled model)",
+    )
     add_threads_arg(decoder)
     decoder.set_defaults(handler=run_world_pretrain_decoder)
 
@@ -223,16 +235,20 @@ def run_world_pretrain_decoder(args) -> int:
     if args.which == "a":
         from .world.decoders import pretrain_decoder_a
 
-        stages = (("vae_steps", args.vae_steps), ("text_steps", args.text_steps), ("p_loose", args.p_loose))
+        stages = (
+            ("vae_steps", args.vae_steps), ("text_steps", args.text_steps), ("p_loose", args.p_loose),
+            ("object_weight", args.object_weight), ("vae_shape_weight", args.vae_shape_weight),
+        )  # fmt: skip
         options.update({k: v for k, v in stages if v is not None})
         pretrain_decoder_a(args.out, command=args.command_line, **options)
     else:
         from .world.decoder_b import pretrain_decoder_b
 
-        if args.vae_steps is not None or args.text_steps is not None or args.p_loose is not None:
+        options_of_a = (args.vae_steps, args.text_steps, args.p_loose, args.object_weight, args.vae_shape_weight)
+        if any(v is not None for v in options_of_a):
             raise SystemExit(
                 "error: decoder B has no VAE and a frozen text encoder, and learns from phrases only; "
-                "drop --vae-steps/--text-steps/--p-loose"
+                "drop --vae-steps/--text-steps/--p-loose/--object-weight/--vae-shape-weight"
             )
         pretrain_decoder_b(args.out, command=args.command_line, **options)
     return 0

@@ -339,11 +339,13 @@ class TextToImageDecoder(nn.Module):
         timesteps: torch.Tensor | None = None,
         noise: torch.Tensor | None = None,
         timestep_bias: float = 0.0,
+        weights: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Per-sample denoising MSE (B,) of the decoder's own objective, conditioned on `text_states`.
 
         Random timesteps/noise come from one generator per sample, unless given explicitly; timesteps
-        are drawn by `sample_timesteps` with `timestep_bias`.
+        are drawn by `sample_timesteps` with `timestep_bias`. `weights` (B, 1, H, W) >= 0 at image
+        resolution, if given, weight the squared error where they lie (see `latent_loss`).
         """
         if generators is None and (timesteps is None or noise is None):
             raise ValueError("denoising_loss needs per-sample generators, or both timesteps and noise")
@@ -352,16 +354,50 @@ class TextToImageDecoder(nn.Module):
         latents = self.to_latents(images, generators)
         if noise is None:
             noise = per_sample_randn(latents.shape[1:], generators, self.device)
-        return self.latent_loss(latents, text_states, timesteps.to(self.device), noise.to(self.device, torch.float32))
+        timesteps, noise = timesteps.to(self.device), noise.to(self.device, torch.float32)
+        return self.latent_loss(latents, text_states, timesteps, noise, weights)
 
     def latent_loss(
-        self, latents: torch.Tensor, text_states: torch.Tensor, timesteps: torch.Tensor, noise: torch.Tensor
+        self,
+        latents: torch.Tensor,
+        text_states: torch.Tensor,
+        timesteps: torch.Tensor,
+        noise: torch.Tensor,
+        weights: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """`denoising_loss` on latents (B, C, h, w) that are already what the UNet denoises: (B,)."""
+        """`denoising_loss` on latents (B, C, h, w) that are already what the UNet denoises: (B,).
+
+        With `weights` (B, 1, H, W), each latent cell's squared error counts with the largest weight of
+        the image pixels it covers, and each sample's loss is the weighted mean (equal weights give
+        the plain mean).
+        """
         noisy = self.scheduler.add_noise(latents, noise, timesteps)
         prediction = self.unet(noisy.to(self.dtype), timesteps, encoder_hidden_states=text_states.to(self.dtype))
-        target = self._target(latents, noise, timesteps)
-        return (prediction.sample.float() - target).pow(2).mean(dim=(1, 2, 3))
+        error = (prediction.sample.float() - self._target(latents, noise, timesteps)).pow(2).mean(dim=1, keepdim=True)
+        if weights is None:
+            return error.mean(dim=(1, 2, 3))
+        if weights.shape[0] != error.shape[0] or weights.shape[1] != 1 or (weights < 0).any():
+            raise ValueError(f"weights must be (B={error.shape[0]}, 1, H, W) and >= 0, got {tuple(weights.shape)}")
+        weights = torch.nn.functional.adaptive_max_pool2d(weights.to(error), error.shape[-2:])
+        return (weights * error).sum(dim=(1, 2, 3)) / weights.sum(dim=(1, 2, 3)).clamp_min(1e-12)
+
+    def predict_clean_latents(
+        self, noisy: torch.Tensor, text_states: torch.Tensor, timesteps: torch.Tensor
+    ) -> torch.Tensor:
+        """The UNet's estimate of the clean latents (B, C, h, w) behind `noisy` at `timesteps`, whatever
+        its prediction type; differentiable (auxiliary losses on what the decoder would draw use it)."""
+        timesteps = timesteps.to(self.device)
+        output = self.unet(noisy.to(self.dtype), timesteps, encoder_hidden_states=text_states.to(self.dtype))
+        output = output.sample.float()
+        alpha = self.scheduler.alphas_cumprod.to(self.device)[timesteps].float().view(-1, 1, 1, 1)
+        kind = self.prediction_type
+        if kind == "epsilon":
+            return (noisy - (1 - alpha).sqrt() * output) / alpha.sqrt()
+        if kind == "v_prediction":
+            return alpha.sqrt() * noisy - (1 - alpha).sqrt() * output
+        if kind == "sample":
+            return output
+        raise ValueError(f"unsupported prediction_type {kind!r} in the decoder's scheduler config ({self.source})")
 
     @torch.no_grad()
     def fixed_noise_loss(

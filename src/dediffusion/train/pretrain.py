@@ -4,7 +4,8 @@ This is ordinary text-to-image diffusion training: the UNet and the text encoder
 decoder's own denoising loss on (image, caption) pairs, with some empty captions so classifier-free
 guidance works. An optional VAE is trained first as an autoencoder (`pretrain_vae`). Batches come
 from a callable `sample(batch_size, step) -> (images (B, 3, H, W) in [-1, 1], captions)` so any
-data source (the bundled world, a folder with caption files) fits.
+data source (the bundled world, a folder with caption files) fits; a sampler may add per-pixel loss
+weights (B, 1, H, W) as a third element (`TextToImageDecoder.latent_loss`).
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import logging
 import math
 import shutil
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +28,8 @@ from ..models.dediffusion import sample_generators
 
 logger = logging.getLogger(__name__)
 
-Sampler = Callable[[int, int], tuple[torch.Tensor, Sequence[str]]]
+# sample(batch_size, step) -> (images, captions) or (images, captions, loss weights (B, 1, H, W))
+Sampler = Callable[[int, int], tuple]
 
 
 class StageCheckpoints:
@@ -150,12 +152,14 @@ def pretrain_text_to_image(
     start, losses = _resume(checkpoints, "unet", parts, optimizer, schedule, ema)
     try:
         for step in range(start, steps):
-            images, captions = sample(batch_size, step)
+            images, captions, *weights = sample(batch_size, step)
             seeds = [(seed << 32) + step * batch_size + i for i in range(len(captions))]
             with torch.set_grad_enabled(train_text_encoder):
                 states = decoder.encode_text(captions)
             generators = sample_generators(seeds, decoder.device)
-            loss = decoder.denoising_loss(images, states, generators, timestep_bias=timestep_bias).mean()
+            weights = weights[0] if weights else None
+            loss = decoder.denoising_loss(images, states, generators, timestep_bias=timestep_bias, weights=weights)
+            loss = loss.mean()
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(params, 1.0)
@@ -192,9 +196,13 @@ def pretrain_vae(
     loss: str = "l1",
     checkpoints: StageCheckpoints | None = None,
     max_grad_norm: float | None = 1.0,
+    latent_loss: Callable[[torch.Tensor, int], torch.Tensor] | None = None,
 ) -> list[float]:
     """Train the decoder's VAE as an autoencoder; set its scaling factor so latents have unit
     variance, as Stable Diffusion does.
+
+    `latent_loss(means, step)`, if given, adds a loss on the posterior means (B, C, h, w) of step's
+    batch (for example, to make a fact the data source knows stand out in the latents).
 
     `loss="l1"`: L1 of a posterior sample + `kl_weight` * KL (Stable Diffusion's recipe).
     `loss="mse"`: 4 * MSE of the posterior mean + 0.1 * mean posterior variance. It learns small
@@ -214,8 +222,10 @@ def pretrain_vae(
     start, losses = _resume(checkpoints, "vae", [vae], optimizer, schedule)
     try:
         for step in range(start, steps):
-            images, _ = sample(batch_size, step)
-            value = _vae_loss(vae, images, loss, kl_weight)
+            images = sample(batch_size, step)[0]
+            value, means = _vae_loss(vae, images, loss, kl_weight)
+            if latent_loss is not None:
+                value = value + latent_loss(means, step)
             optimizer.zero_grad(set_to_none=True)
             value.backward()
             if max_grad_norm is not None:
@@ -227,7 +237,7 @@ def pretrain_vae(
                 logger.info("vae step %d/%d loss %.4f", step + 1, steps, sum(losses[-log_every:]) / log_every)
             _checkpoint(checkpoints, "vae", step + 1, steps, [vae], optimizer, schedule, losses)
         with torch.no_grad():
-            images, _ = sample(256, steps)
+            images = sample(256, steps)[0]
             std = vae.encode(images).latent_dist.mean.std().item()
         vae.register_to_config(scaling_factor=1.0 / std)
     finally:
@@ -235,10 +245,11 @@ def pretrain_vae(
     return losses
 
 
-def _vae_loss(vae, images: torch.Tensor, loss: str, kl_weight: float) -> torch.Tensor:
+def _vae_loss(vae, images: torch.Tensor, loss: str, kl_weight: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """(the autoencoder loss, the posterior means)"""
     dist = vae.encode(images).latent_dist
     if loss == "mse":
         recon = vae.decode(dist.mean).sample
-        return 4.0 * (recon - images).pow(2).mean() + 0.1 * dist.var.mean()
+        return 4.0 * (recon - images).pow(2).mean() + 0.1 * dist.var.mean(), dist.mean
     recon = vae.decode(dist.sample()).sample
-    return (recon - images).abs().mean() + kl_weight * dist.kl().mean()
+    return (recon - images).abs().mean() + kl_weight * dist.kl().mean(), dist.mean

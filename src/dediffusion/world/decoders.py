@@ -30,7 +30,7 @@ import torch.nn.functional as F
 from dediffusion.eval.reconstruction import generate_from_prompts
 from dediffusion.records import machine_summary, utc_now
 from dediffusion.world.render import render_batch
-from dediffusion.world.scene import GRID, Scene
+from dediffusion.world.scene import GRID, SHAPES, Scene
 from dediffusion.world.split import train_scenes
 from dediffusion.world.text import VOCABULARY, describe, human_caption, sample_caption
 
@@ -72,19 +72,75 @@ def checkpoint_folder(out_dir: str | Path) -> Path:
 
 
 def world_sampler(
-    seed: int = 0, p_empty: float = 0.1, p_full: float = 0.4, resolution: int = RESOLUTION, p_loose: float = 0.0
+    seed: int = 0,
+    p_empty: float = 0.1,
+    p_full: float = 0.4,
+    resolution: int = RESOLUTION,
+    p_loose: float = 0.0,
+    object_weight: float = 0.0,
 ):
     """`sample(batch_size, step) -> (images (B, 3, resolution, resolution) in [-1, 1], captions)` over
     fresh training scenes: step k draws scenes k * batch_size ... of the training stream of `seed`;
-    the caption probabilities are those of `sample_caption`."""
+    the caption probabilities are those of `sample_caption`.
 
-    def sample(batch_size: int, step: int) -> tuple[torch.Tensor, list[str]]:
+    With `object_weight` > 0 it also returns loss weights (B, 1, resolution, resolution): 1 on the
+    background and 1 + `object_weight` on pixels an object touches (`object_mask`)."""
+
+    def sample(batch_size: int, step: int) -> tuple:
         scenes = train_scenes(batch_size, seed=seed, start=step * batch_size)
         rng = np.random.default_rng([seed, step])
         captions = [sample_caption(scene, rng, p_empty, p_full, p_loose) for scene in scenes]
-        return render_batch(scenes, resolution), captions
+        images = render_batch(scenes, resolution)
+        if object_weight <= 0:
+            return images, captions
+        return images, captions, 1.0 + object_weight * object_mask(scenes, resolution)
 
     return sample
+
+
+def object_mask(scenes: Sequence[Scene], resolution: int = RESOLUTION) -> torch.Tensor:
+    """(B, 1, resolution, resolution): 1 where an object covers any part of a pixel, else 0."""
+    from dediffusion.world.render import object_coverage
+
+    mask = np.zeros((len(scenes), 1, resolution, resolution), np.float32)
+    for i, scene in enumerate(scenes):
+        for obj in scene.objects:
+            top, left, coverage = object_coverage(obj, resolution)
+            height, width = coverage.shape
+            mask[i, 0, top : top + height, left : left + width] += coverage > 0
+    return torch.from_numpy(mask.clip(0, 1))
+
+
+def shape_latent_loss(seed: int, batch_size: int, weight: float, scale: float = 4.0):
+    """`latent_loss(means, step)` for `pretrain_vae` on `world_sampler(seed)` batches: makes each object's
+    shape stand out in the VAE latents.
+
+    The denoising loss weighs a latent direction by its share of the latents' variance. A VAE trained
+    to reconstruct pixels keeps shapes in directions about three times shorter than colours (a few
+    pixels differ between a small circle and a small diamond), so its UNet learns colours and ignores
+    shape words. Here the latent means are averaged over each grid cell and projected on five fixed
+    orthonormal directions, scaled by `scale` over the batch's latent standard deviation; the
+    cross-entropy of those five logits against the cell's shape (cells with objects only) is
+    returned, times `weight`. The encoder can only lower it by giving shapes directions about as long
+    as the latents' spread.
+    """
+    from dediffusion.world.perception import scene_targets
+
+    generator = torch.Generator().manual_seed(seed)
+    directions: dict[int, torch.Tensor] = {}
+
+    def loss(means: torch.Tensor, step: int) -> torch.Tensor:
+        channels = means.shape[1]
+        if channels not in directions:  # 5 orthonormal directions in the latent channels
+            q, _ = torch.linalg.qr(torch.randn(channels, channels, generator=generator))
+            directions[channels] = q[:, : len(SHAPES)]
+        scenes = train_scenes(batch_size, seed=seed, start=step * batch_size)
+        cells = F.adaptive_avg_pool2d(means, GRID).flatten(2).transpose(1, 2)  # (B, 9, C)
+        logits = scale * cells @ directions[channels].to(means) / means.detach().std().clamp_min(1e-6)
+        targets = scene_targets(scenes)["shape"]
+        return weight * F.cross_entropy(logits.flatten(0, 1), targets.flatten(), ignore_index=-100)
+
+    return loss
 
 
 def pretrain_decoder_a(
@@ -102,16 +158,21 @@ def pretrain_decoder_a(
     p_full: float = 0.5,
     p_loose: float = 0.5,
     timestep_bias: float = 3.0,
+    object_weight: float = 0.0,
+    vae_shape_weight: float = 0.0,
     config: dict[str, Any] | None = None,
     command: str = "",
     checkpoint_every: int = 250,
 ) -> Path:
     """Build decoder A and train it in three stages, then save it atomically; return `out_dir`.
 
-    1. the VAE, as an autoencoder of training scenes (`vae_steps`);
+    1. the VAE, as an autoencoder of training scenes (`vae_steps`), plus `vae_shape_weight` times
+       `shape_latent_loss` (0: none);
     2. the text encoder, to state where things are (`pretrain_text_encoder_on_layouts`, `text_steps`);
     3. the UNet and the text encoder together on captioned scenes, the usual text-to-image
-       objective (`steps`), with high-noise timesteps favoured (`timestep_bias`).
+       objective (`steps`), with high-noise timesteps favoured (`timestep_bias`) and, with
+       `object_weight` > 0, the squared error under objects weighted 1 + `object_weight` times the
+       background's (`world_sampler`).
 
     Args:
         out_dir: the diffusers folder to write (replaced in one rename when training ends).
@@ -135,7 +196,9 @@ def pretrain_decoder_a(
         "vae_steps": vae_steps, "text_steps": text_steps, "steps": steps, "batch_size": batch_size,
         "seed": seed, "learning_rate": learning_rate, "vae_learning_rate": vae_learning_rate,
         "vae_batch_size": vae_batch_size, "vae_max_grad_norm": vae_max_grad_norm, "ema_decay": ema_decay,
-        "p_full": p_full, "p_loose": p_loose, "timestep_bias": timestep_bias, "architecture": architecture,
+        "p_full": p_full, "p_loose": p_loose, "timestep_bias": timestep_bias, "object_weight": object_weight,
+        "vae_shape_weight": vae_shape_weight,
+        "architecture": architecture,
     }  # fmt: skip
     checkpoints = StageCheckpoints(checkpoint_folder(out_dir), settings, checkpoint_every)
     torch.manual_seed(seed)
@@ -146,6 +209,7 @@ def pretrain_decoder_a(
     vae_losses = pretrain_vae(
         decoder, vae_sample, vae_steps, vae_batch_size, vae_learning_rate, loss="mse", checkpoints=checkpoints,
         max_grad_norm=vae_max_grad_norm,
+        latent_loss=shape_latent_loss(seed + 1, vae_batch_size, vae_shape_weight) if vae_shape_weight > 0 else None,
     )  # fmt: skip
     # the perception model reads 32x32 images only; smaller test-size decoders are not scored
     vae_accuracy = vae_reconstruction_accuracy(decoder) if resolution == RESOLUTION else None
@@ -161,7 +225,7 @@ def pretrain_decoder_a(
         text_losses = text_state["losses"]
     losses = pretrain_text_to_image(
         decoder,
-        world_sampler(seed, p_full=p_full, resolution=resolution, p_loose=p_loose),
+        world_sampler(seed, p_full=p_full, resolution=resolution, p_loose=p_loose, object_weight=object_weight),
         steps,
         batch_size,
         learning_rate,
