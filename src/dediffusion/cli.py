@@ -191,7 +191,7 @@ def add_world(commands) -> None:
         "--vae-shape-weight",
         type=float,
         default=None,
-        help="decoder A: weight of the VAE's shape-in-latents loss (default 0.1, as the bundled model; 0 turns it off)",
+        help="decoder A: weight of the VAE's shape-in-latents loss (default 0, as the bundled model)",
     )
     add_threads_arg(decoder)
     decoder.set_defaults(handler=run_world_pretrain_decoder)

@@ -159,7 +159,7 @@ def pretrain_decoder_a(
     p_loose: float = 0.5,
     timestep_bias: float = 3.0,
     object_weight: float = 0.0,
-    vae_shape_weight: float = 0.1,
+    vae_shape_weight: float = 0.0,
     config: dict[str, Any] | None = None,
     command: str = "",
     checkpoint_every: int = 250,
@@ -167,9 +167,7 @@ def pretrain_decoder_a(
     """Build decoder A and train it in three stages, then save it atomically; return `out_dir`.
 
     1. the VAE, as an autoencoder of training scenes (`vae_steps`), plus `vae_shape_weight` times
-       `shape_latent_loss` (0: none). Without it the latent keeps shapes ~3x closer together than
-       colours, the denoising loss barely rewards drawing the right shape, and the UNet ignores shape
-       words (benchmarks/results/word_use.md); with 0.1, shapes from descriptions rose 25% -> 74%;
+       `shape_latent_loss` (0: none);
     2. the text encoder, to state where things are (`pretrain_text_encoder_on_layouts`, `text_steps`);
     3. the UNet and the text encoder together on captioned scenes, the usual text-to-image
        objective (`steps`), with high-noise timesteps favoured (`timestep_bias`) and, with
