@@ -3,6 +3,7 @@ on validation scenes (the training stream under a seed no training run uses: for
 encoders) and on the fixed test scenes (for reporting the chosen one).
 
 usage: python benchmarks/compare_encoders.py MODEL [MODEL ...] [--validation 400] [--test 200] [--name NAME]
+       [--decoder DECODER_DIR]   (one decoder for every model; default: each model's recorded decoder)
 Writes benchmarks/results/NAME.{md,json} (default NAME: compare_encoders).
 """
 
@@ -16,6 +17,7 @@ from record import provenance, provenance_lines, write_results  # the script's f
 from dediffusion import DeDiffusion
 from dediffusion.eval.reconstruction import generate_from_prompts
 from dediffusion.eval.scene_accuracy import scene_accuracy
+from dediffusion.models.decoder import TextToImageDecoder
 from dediffusion.world import render_batch, test_scenes
 from dediffusion.world.perception import PerceptionModel
 from dediffusion.world.split import train_scenes
@@ -30,8 +32,9 @@ def score(model, scenes, perception, guidance, steps) -> float:
 
 
 def to_markdown(record: dict) -> str:
+    decoder = f"`{record['decoder']}`" if record.get("decoder") else "A"
     lines = [
-        f"# Encoders side by side (decoder A, guidance {record['guidance_scale']:g}, "
+        f"# Encoders side by side (decoder {decoder}, guidance {record['guidance_scale']:g}, "
         f"{record['num_inference_steps']} steps)",
         "",
         f"| encoder | trained with | validation ({record['validation_scenes']} scenes) "
@@ -51,6 +54,7 @@ def main() -> None:
     parser.add_argument("--guidance-scale", type=float, default=4.0)
     parser.add_argument("--num-inference-steps", type=int, default=20)
     parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--decoder", default=None, help="score every model on this decoder instead of its own")
     parser.add_argument("--name", default="compare_encoders")
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results")
     args = parser.parse_args()
@@ -58,9 +62,10 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     perception = PerceptionModel.load()
     splits = {"validation": train_scenes(args.validation, seed=VALIDATION_SEED), "test": test_scenes(args.test)}
+    decoder = TextToImageDecoder.from_pretrained(args.decoder) if args.decoder else None
     results = []
     for path in args.models:
-        model = DeDiffusion.from_pretrained(path).eval()
+        model = DeDiffusion.from_pretrained(path, decoder=decoder).eval()
         made_by = Path(path) / "training.json"
         trained_with = json.loads(made_by.read_text()).get("command", "") if made_by.is_file() else ""
         row = {"model": path, "trained_with": trained_with}
@@ -70,7 +75,8 @@ def main() -> None:
         print(row, flush=True)
     record = {
         "guidance_scale": args.guidance_scale, "num_inference_steps": args.num_inference_steps,
-        "validation_scenes": args.validation, "validation_seed": VALIDATION_SEED, "test_scenes": args.test,
+        "decoder": args.decoder, "validation_scenes": args.validation, "validation_seed": VALIDATION_SEED,
+        "test_scenes": args.test,
         **provenance(), "results": results,
     }  # fmt: skip
     write_results(args.out, args.name, record, to_markdown(record))
