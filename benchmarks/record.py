@@ -6,6 +6,7 @@ import json
 import sys
 from pathlib import Path
 
+from dediffusion.atomic import atomic_write_bytes
 from dediffusion.eval.report import machine_info as machine
 
 __all__ = ["machine", "provenance", "provenance_lines", "write_results"]
@@ -23,8 +24,7 @@ def provenance_lines(record: dict) -> list[str]:
 
 
 def write_results(out: Path, name: str, record: dict, markdown: str) -> None:
-    """`out/name.json` and `out/name.md`; prints the Markdown."""
-    out.mkdir(parents=True, exist_ok=True)
-    (out / f"{name}.json").write_text(json.dumps(record, indent=1))
-    (out / f"{name}.md").write_text(markdown)
+    """`out/name.json` and `out/name.md`, each written atomically; prints the Markdown."""
+    atomic_write_bytes(out / f"{name}.json", json.dumps(record, indent=1).encode())
+    atomic_write_bytes(out / f"{name}.md", markdown.encode())
     print(markdown)

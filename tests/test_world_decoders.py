@@ -80,6 +80,28 @@ def test_shape_latent_loss_is_met_only_by_latents_that_hold_each_cells_shape():
     assert loss(means.detach() * 10, 0).item() == pytest.approx(loss(means.detach(), 0).item(), rel=1e-4)
 
 
+def test_shape_latent_margin_stops_pushing_once_shapes_are_that_far_apart():
+    loss = shape_latent_loss(seed=3, batch_size=8, weight=1.0, margin=1.0)
+    means = torch.randn(8, 8, 8, 8, requires_grad=True)
+    start = means.detach().clone()
+    optimizer = torch.optim.Adam([means], lr=0.05)
+    for _ in range(500):
+        optimizer.zero_grad()
+        value = loss(means, 0)
+        if value.item() == 0.0:
+            break
+        value.backward()
+        optimizer.step()
+    assert loss(means, 0).item() == 0.0 < loss(means, 1).item()
+    # met: no gradient left, unlike the cross-entropy, which keeps pulling shapes apart
+    means.grad = None
+    loss(means, 0).backward()
+    assert means.grad.abs().max().item() == 0.0
+    cross_entropy = shape_latent_loss(seed=3, batch_size=8, weight=1.0)(means, 0)
+    assert torch.autograd.grad(cross_entropy, means)[0].abs().max().item() > 0.0
+    assert (means.detach() - start).norm() > 0
+
+
 def test_pretrain_writes_loadable_folder_with_record(tiny_decoder_dir):
     record = json.loads((tiny_decoder_dir / "training.json").read_text())
     assert record["settings"]["steps"] == 2 and record["command"] == "test" and record["wall_time_s"] > 0

@@ -193,6 +193,13 @@ def add_world(commands) -> None:
         default=None,
         help="decoder A: weight of the VAE's shape-in-latents loss (default 0, as the bundled model)",
     )
+    decoder.add_argument(
+        "--vae-shape-margin",
+        type=float,
+        default=None,
+        help="decoder A: make the shape-in-latents loss a hinge with this margin in latent standard deviations "
+        "(default: cross-entropy)",
+    )
     add_threads_arg(decoder)
     decoder.set_defaults(handler=run_world_pretrain_decoder)
 
@@ -238,17 +245,21 @@ def run_world_pretrain_decoder(args) -> int:
         stages = (
             ("vae_steps", args.vae_steps), ("text_steps", args.text_steps), ("p_loose", args.p_loose),
             ("object_weight", args.object_weight), ("vae_shape_weight", args.vae_shape_weight),
+            ("vae_shape_margin", args.vae_shape_margin),
         )  # fmt: skip
         options.update({k: v for k, v in stages if v is not None})
         pretrain_decoder_a(args.out, command=args.command_line, **options)
     else:
         from .world.decoder_b import pretrain_decoder_b
 
-        options_of_a = (args.vae_steps, args.text_steps, args.p_loose, args.object_weight, args.vae_shape_weight)
+        options_of_a = (
+            args.vae_steps, args.text_steps, args.p_loose, args.object_weight, args.vae_shape_weight,
+            args.vae_shape_margin,
+        )  # fmt: skip
         if any(v is not None for v in options_of_a):
             raise SystemExit(
                 "error: decoder B has no VAE and a frozen text encoder, and learns from phrases only; "
-                "drop --vae-steps/--text-steps/--p-loose/--object-weight/--vae-shape-weight"
+                "drop --vae-steps/--text-steps/--p-loose/--object-weight/--vae-shape-weight/--vae-shape-margin"
             )
         pretrain_decoder_b(args.out, command=args.command_line, **options)
     return 0
