@@ -42,7 +42,8 @@ def to_markdown(record: dict) -> str:
         "|---|---|---|---|",
     ]
     for r in record["results"]:
-        lines.append(f"| `{r['model']}` | `{r['trained_with']}` | {r['validation']:.1%} | {r['test']:.1%} |")
+        cells = [f"{r[split]:.1%}" if split in r else "-" for split in ("validation", "test")]
+        lines.append(f"| `{r['model']}` | `{r['trained_with']}` | {' | '.join(cells)} |")
     return "\n".join(lines + provenance_lines(record))
 
 
@@ -62,6 +63,7 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     perception = PerceptionModel.load()
     splits = {"validation": train_scenes(args.validation, seed=VALIDATION_SEED), "test": test_scenes(args.test)}
+    splits = {split: scenes for split, scenes in splits.items() if scenes}  # --validation 0: test only
     decoder = TextToImageDecoder.from_pretrained(args.decoder) if args.decoder else None
     results = []
     for path in args.models:
