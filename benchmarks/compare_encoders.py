@@ -7,12 +7,16 @@ usage: python benchmarks/compare_encoders.py MODEL [MODEL ...] [--validation 400
 Writes benchmarks/results/NAME.{md,json} (default NAME: compare_encoders).
 """
 
-import argparse
 import json
 from pathlib import Path
 
-import torch
-from record import provenance, provenance_lines, write_results  # the script's folder is on sys.path
+from record import (  # the script's folder is on sys.path
+    benchmark_parser,
+    parse_args,
+    provenance,
+    provenance_lines,
+    write_results,
+)
 
 from dediffusion import DeDiffusion
 from dediffusion.eval.reconstruction import generate_from_prompts
@@ -48,19 +52,15 @@ def to_markdown(record: dict) -> str:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = benchmark_parser(__doc__)
     parser.add_argument("models", nargs="+")
     parser.add_argument("--validation", type=int, default=400)
     parser.add_argument("--test", type=int, default=200)
     parser.add_argument("--guidance-scale", type=float, default=4.0)
     parser.add_argument("--num-inference-steps", type=int, default=20)
-    parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--decoder", default=None, help="score every model on this decoder instead of its own")
     parser.add_argument("--name", default="compare_encoders")
-    parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results")
-    args = parser.parse_args()
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    args = parse_args(parser)
     perception = PerceptionModel.load()
     splits = {"validation": train_scenes(args.validation, seed=VALIDATION_SEED), "test": test_scenes(args.test)}
     splits = {split: scenes for split, scenes in splits.items() if scenes}  # --validation 0: test only

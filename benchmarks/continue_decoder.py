@@ -12,13 +12,16 @@ usage: python benchmarks/continue_decoder.py --name NAME [--object-weight W] [--
 Adds NAME's row to benchmarks/results/continue_decoder.{md,json} (rows of other names are kept).
 """
 
-import argparse
 import json
 import time
-from pathlib import Path
 
-import torch
-from record import provenance, provenance_lines, write_results  # the script's folder is on sys.path
+from record import (  # the script's folder is on sys.path
+    benchmark_parser,
+    parse_args,
+    provenance,
+    provenance_lines,
+    write_results,
+)
 
 from dediffusion.eval.scene_accuracy import accuracy_by_kind, scene_accuracy
 from dediffusion.models.decoder import TextToImageDecoder
@@ -81,7 +84,7 @@ def to_markdown(record: dict) -> str:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = benchmark_parser(__doc__)
     parser.add_argument("--name", required=True, help="the row's name (a rerun replaces it)")
     parser.add_argument("--decoder", default="bundled:decoder_a")
     parser.add_argument("--steps", type=int, default=600)
@@ -91,11 +94,7 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=7, help="seeds the training slice, captions and noise")
     parser.add_argument("--scenes", type=int, default=200)
     parser.add_argument("--save", default=None, help="also save the continued decoder here")
-    parser.add_argument("--threads", type=int, default=None)
-    parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results")
-    args = parser.parse_args()
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    args = parse_args(parser)
     info = provenance()
     row = {**continue_and_score(args), "command": info["command"], "date": info["date"]}
     path = args.out / "continue_decoder.json"

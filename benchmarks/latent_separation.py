@@ -11,12 +11,15 @@ usage: python benchmarks/latent_separation.py DECODER [DECODER ...] [--scenes 20
 Writes benchmarks/results/NAME.{md,json} (default NAME: latent_separation).
 """
 
-import argparse
 import dataclasses
-from pathlib import Path
 
-import torch
-from record import provenance, provenance_lines, write_results  # the script's folder is on sys.path
+from record import (  # the script's folder is on sys.path
+    benchmark_parser,
+    parse_args,
+    provenance,
+    provenance_lines,
+    write_results,
+)
 
 from dediffusion.models.decoder import TextToImageDecoder
 from dediffusion.world import render_batch, test_scenes
@@ -67,15 +70,11 @@ def to_markdown(record: dict) -> str:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = benchmark_parser(__doc__)
     parser.add_argument("decoders", nargs="+")
     parser.add_argument("--scenes", type=int, default=200)
     parser.add_argument("--name", default="latent_separation")
-    parser.add_argument("--threads", type=int, default=None)
-    parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results")
-    args = parser.parse_args()
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    args = parse_args(parser)
     scenes = test_scenes(args.scenes)
     record = {"scenes": args.scenes, **provenance(), "decoders": {p: separation(p, scenes) for p in args.decoders}}
     write_results(args.out, args.name, record, to_markdown(record))

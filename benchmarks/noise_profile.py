@@ -11,11 +11,14 @@ usage: python benchmarks/noise_profile.py [--decoder bundled:decoder_a ...] [--s
 Writes benchmarks/results/noise_profile.{md,json}.
 """
 
-import argparse
-from pathlib import Path
-
 import torch
-from record import provenance, provenance_lines, write_results  # the script's folder is on sys.path
+from record import (  # the script's folder is on sys.path
+    benchmark_parser,
+    parse_args,
+    provenance,
+    provenance_lines,
+    write_results,
+)
 
 from dediffusion.eval.scene_accuracy import accuracy_by_kind, scene_accuracy
 from dediffusion.models.decoder import TextToImageDecoder, per_sample_randn
@@ -74,15 +77,11 @@ def to_markdown(record: dict) -> str:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = benchmark_parser(__doc__)
     parser.add_argument("--decoder", nargs="+", default=["bundled:decoder_a"])
     parser.add_argument("--scenes", type=int, default=200)
     parser.add_argument("--guidance-scale", type=float, default=4.0)
-    parser.add_argument("--threads", type=int, default=None)
-    parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results")
-    args = parser.parse_args()
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    args = parse_args(parser)
     scenes = test_scenes(args.scenes)
     perception = PerceptionModel.load()
     record = {

@@ -12,12 +12,16 @@ usage: python benchmarks/word_use.py [--decoder bundled:decoder_a ...] [--scenes
 Writes benchmarks/results/word_use.{md,json}.
 """
 
-import argparse
 import dataclasses
-from pathlib import Path
 
 import torch
-from record import provenance, provenance_lines, write_results  # the script's folder is on sys.path
+from record import (  # the script's folder is on sys.path
+    benchmark_parser,
+    parse_args,
+    provenance,
+    provenance_lines,
+    write_results,
+)
 
 from dediffusion.models.decoder import TextToImageDecoder, per_sample_randn
 from dediffusion.world import describe, render_batch, test_scenes
@@ -92,14 +96,10 @@ def to_markdown(record: dict) -> str:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = benchmark_parser(__doc__)
     parser.add_argument("--decoder", nargs="+", default=["bundled:decoder_a"])
     parser.add_argument("--scenes", type=int, default=200)
-    parser.add_argument("--threads", type=int, default=None)
-    parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results")
-    args = parser.parse_args()
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    args = parse_args(parser)
     scenes = test_scenes(args.scenes)
     perception = PerceptionModel.load()
     record = {
