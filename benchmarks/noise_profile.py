@@ -8,7 +8,8 @@ noisy image still shows. A fact kind that is lost at small t0 is one the UNet ca
 told and shown; one lost only near T is decided late by a model that never commits to it.
 
 usage: python benchmarks/noise_profile.py [--decoder bundled:decoder_a ...] [--scenes 200] [--threads N]
-Writes benchmarks/results/noise_profile.{md,json}.
+       [--start-timesteps 100 250 ... 999] [--name NAME]
+Writes benchmarks/results/NAME.{md,json} (default NAME: noise_profile).
 """
 
 import torch
@@ -41,7 +42,7 @@ def redraw_from(decoder, latents, cond, t0: int, guidance: float, noise: torch.T
     return decoder.from_latents(decoder.denoise_latents(noisy, cond, scheduler, timesteps, guidance)), int(timesteps[0])
 
 
-def profile(decoder_path: str, scenes, perception, guidance: float) -> list[dict]:
+def profile(decoder_path: str, scenes, perception, guidance: float, starts=START_TIMESTEPS) -> list[dict]:
     decoder = TextToImageDecoder.from_pretrained(decoder_path)
     n = len(scenes)
     with torch.no_grad():
@@ -49,7 +50,7 @@ def profile(decoder_path: str, scenes, perception, guidance: float) -> list[dict
         cond = decoder.encode_text([describe(s) for s in scenes])
     noise = per_sample_randn(decoder.latent_shape, [torch.Generator().manual_seed(i) for i in range(n)], "cpu")
     rows = []
-    for t0 in START_TIMESTEPS:
+    for t0 in starts:
         images, first = redraw_from(decoder, latents, cond, t0, guidance, noise)
         predictions = perception.predict(images)
         by_kind = accuracy_by_kind(scenes, predictions)
@@ -81,14 +82,17 @@ def main() -> None:
     parser.add_argument("--decoder", nargs="+", default=["bundled:decoder_a"])
     parser.add_argument("--scenes", type=int, default=200)
     parser.add_argument("--guidance-scale", type=float, default=4.0)
+    parser.add_argument("--start-timesteps", type=int, nargs="+", default=list(START_TIMESTEPS))
+    parser.add_argument("--name", default="noise_profile")
     args = parse_args(parser)
     scenes = test_scenes(args.scenes)
     perception = PerceptionModel.load()
     record = {
         "scenes": args.scenes, "guidance_scale": args.guidance_scale, **provenance(),
-        "decoders": {path: profile(path, scenes, perception, args.guidance_scale) for path in args.decoder},
+        "decoders": {path: profile(path, scenes, perception, args.guidance_scale, args.start_timesteps)
+            for path in args.decoder},
     }  # fmt: skip
-    write_results(args.out, "noise_profile", record, to_markdown(record))
+    write_results(args.out, args.name, record, to_markdown(record))
 
 
 if __name__ == "__main__":
