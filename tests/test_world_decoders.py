@@ -33,8 +33,8 @@ TINY = {
 def tiny_decoder_dir(tmp_path_factory):
     out = tmp_path_factory.mktemp("decoders") / "decoder_a"
     return pretrain_decoder_a(
-        out, vae_steps=2, text_steps=2, steps=2, batch_size=4, object_weight=2.0, vae_shape_weight=0.1, config=TINY,
-        command="test",
+        out, vae_steps=2, text_steps=2, steps=2, batch_size=4, object_weight=2.0, vae_shape_weight=0.1,
+        vae_shape_margin=0.2, config=TINY, command="test",
     )  # fmt: skip
 
 
@@ -106,6 +106,7 @@ def test_pretrain_writes_loadable_folder_with_record(tiny_decoder_dir):
     record = json.loads((tiny_decoder_dir / "training.json").read_text())
     assert record["settings"]["steps"] == 2 and record["command"] == "test" and record["wall_time_s"] > 0
     assert record["settings"]["object_weight"] == 2.0 and record["settings"]["vae_shape_weight"] == 0.1
+    assert record["settings"]["vae_shape_margin"] == 0.2
     assert not list(tiny_decoder_dir.parent.glob(".decoder_a.tmp-*"))
     decoder = TextToImageDecoder.from_pretrained(tiny_decoder_dir)
     assert decoder.resolution == 32 and decoder.prediction_type == "v_prediction"
