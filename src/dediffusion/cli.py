@@ -191,14 +191,14 @@ def add_world(commands) -> None:
         "--vae-shape-weight",
         type=float,
         default=None,
-        help="decoder A: weight of the VAE's shape-in-latents loss (default 0, as the bundled model)",
+        help="decoder A: weight of the VAE's shape-in-latents loss (default 0.1, as the bundled model; 0: none)",
     )
     decoder.add_argument(
         "--vae-shape-margin",
         type=float,
         default=None,
-        help="decoder A: make the shape-in-latents loss a hinge with this margin in latent standard deviations "
-        "(default: cross-entropy)",
+        help="decoder A: the shape-in-latents loss is a hinge with this margin in latent standard deviations "
+        "(default 0.2, as the bundled model)",
     )
     add_threads_arg(decoder)
     decoder.set_defaults(handler=run_world_pretrain_decoder)

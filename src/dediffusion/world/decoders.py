@@ -172,8 +172,8 @@ def pretrain_decoder_a(
     p_loose: float = 0.5,
     timestep_bias: float = 3.0,
     object_weight: float = 0.0,
-    vae_shape_weight: float = 0.0,
-    vae_shape_margin: float | None = None,
+    vae_shape_weight: float = 0.1,
+    vae_shape_margin: float | None = 0.2,
     config: dict[str, Any] | None = None,
     command: str = "",
     checkpoint_every: int = 250,
@@ -181,7 +181,8 @@ def pretrain_decoder_a(
     """Build decoder A and train it in three stages, then save it atomically; return `out_dir`.
 
     1. the VAE, as an autoencoder of training scenes (`vae_steps`), plus `vae_shape_weight` times
-       `shape_latent_loss` (0: none; `vae_shape_margin` makes it a hinge with that margin);
+       `shape_latent_loss` (0: none; `vae_shape_margin` makes it a hinge with that margin, None the
+       cross-entropy; the bundled model: weight 0.1, margin 0.2);
     2. the text encoder, to state where things are (`pretrain_text_encoder_on_layouts`, `text_steps`);
     3. the UNet and the text encoder together on captioned scenes, the usual text-to-image
        objective (`steps`), with high-noise timesteps favoured (`timestep_bias`) and, with
