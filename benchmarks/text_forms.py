@@ -106,7 +106,7 @@ def percent(value: float) -> str:
 
 
 def to_markdown(record: dict) -> str:
-    kinds = [k for k in FACT_KINDS]
+    kinds = list(FACT_KINDS)
     lines = [
         f"# Text forms through `{record['decoder']}` ({record['scenes']} test scenes, guidance {GUIDANCE:g}, "
         f"{STEPS} steps)",
