@@ -1,7 +1,7 @@
 """The bundled world's whole chain at tiny sizes: pretrain decoder A on captioned scenes, write world
 images, train a De-Diffusion encoder on the images alone with `dediffusion train --preset world`
-(the core training code: the preset's sleep phase on decoder A's drawings, then its search
-estimator), then check that the denoising loss of its text falls below a fresh encoder's and the
+(the core training code: the preset's sleep phase on decoder A's drawings, then its
+Gumbel-softmax wake phase), then check that the denoising loss of its text falls below a fresh encoder's and the
 empty prompt's, and below that of another image's text.
 
 The loss is compared at fixed high-noise timesteps and noises: there the text decides the image, while
