@@ -65,6 +65,9 @@ def test_cost_ablation_few_shot_and_qa_sections(world_report):
     budgets = [(row["sleep_steps"], row["steps"]) for row in record["token_ablation"]]
     assert budgets == [(3, 7), (config.sleep.steps, config.train.steps)]  # training.json, else config
     assert "| 2 | 3 sleep + 7 wake |" in (world_report / "report.md").read_text()
+    main = next(row for row in record["token_ablation"] if row["model"] == record["settings"]["model"])
+    for key, scored in record["reconstruction"].items():  # the main encoder's row: its reconstruction cells
+        assert main[key] in scored["cells"]["De-Diffusion"].values()
     assert record["few_shot"]["blind"] == {"shape": 0.2, "color": 0.2}  # identical texts: exactly chance
     assert set(record["qa"]["shots"]) == {"0", "1"}
     assert set(record["qa"]["shots"]["0"]) == {"blind", "human", "De-Diffusion", "description"}

@@ -162,10 +162,10 @@ def ablation_section(model, decoders, inputs, features, read_scenes, settings, r
         texts = {"De-Diffusion": other.encode(inputs.images)}
         row: dict = {"model": path, "num_tokens": other.config.encoder.num_tokens, **training_steps(path, other)}
         for key, decoder in decoders.items():
-            cells = score_prompt_sources(
+            cells = record["reconstruction"][key]["cells"] if other is model else score_prompt_sources(
                 decoder, texts, inputs.images, [chosen[key]], settings.num_inference_steps, features,
                 inputs.scenes, read_scenes, settings.seed,
-            )  # fmt: skip
+            )  # the main encoder's redraws are those of the reconstruction table  # fmt: skip
             row[key] = cells["De-Diffusion"][str(float(chosen[key]))]
         row["few_shot"] = few_shot_section(other, settings, inputs.scenes is not None, sources=("De-Diffusion",))
         rows.append(row)
