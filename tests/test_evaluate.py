@@ -39,6 +39,7 @@ def world_report(tmp_path_factory):
     llm = save_tiny_lm(root / "lm", ["<pad>", *sorted(set(" ".join(VOCABULARY).split()))])
     args = ["evaluate", "--model", str(model), "--decoder-b", str(root / "decoder_b"), "--num-images", "6"]
     args += ["--ablation-model", str(short), "--few-shot-scenes", "120", "--few-shot-episodes", "10"]
+    args += ["--draw-dtype", "bfloat16"]  # redraws under autocast
     args += ["--llm", str(llm), "--qa-scenes", "2", "--qa-shots", "1", "--out", str(root / "report"), *FAST]
     assert main(args) == 0
     return root / "report"
@@ -68,6 +69,7 @@ def test_cost_ablation_few_shot_and_qa_sections(world_report):
     main = next(row for row in record["token_ablation"] if row["model"] == record["settings"]["model"])
     for key, scored in record["reconstruction"].items():  # the main encoder's row: its reconstruction cells
         assert main[key] in scored["cells"]["De-Diffusion"].values()
+    assert record["settings"]["draw_dtype"] == "bfloat16"
     assert record["few_shot"]["blind"] == {"shape": 0.2, "color": 0.2}  # identical texts: exactly chance
     assert set(record["qa"]["shots"]) == {"0", "1"}
     assert set(record["qa"]["shots"]["0"]) == {"blind", "human", "De-Diffusion", "description"}

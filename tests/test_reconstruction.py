@@ -94,3 +94,18 @@ def test_image_i_uses_seed_plus_i_whatever_the_batch_size(references):
 def test_a_source_with_the_wrong_number_of_texts_is_refused(references):
     with pytest.raises(ValueError, match="'short' has 2 texts for 6 images"):
         score_prompt_sources(EchoDecoder(references), {"short": ["copy 0", "copy 1"]}, references, [1.0], 5, features)
+
+
+def test_draw_dtype_samples_under_autocast_and_returns_float32(references):
+    class AutocastProbe(EchoDecoder):
+        def generate(self, prompts, negative, guidance_scale, num_inference_steps, generators):
+            self.calls.append(torch.is_autocast_enabled("cpu"))
+            weight = torch.ones(4, 4)  # a matmul takes autocast's dtype: what a UNet layer would see
+            return torch.stack([self._draw(p) @ weight for p in prompts])
+
+    decoder = AutocastProbe(references)
+    plain = generate_from_prompts(decoder, ["copy 0", "copy 1"], 1.0, 5)
+    low = generate_from_prompts(decoder, ["copy 0", "copy 1"], 1.0, 5, dtype=torch.bfloat16)
+    assert decoder.calls == [False, True]
+    assert plain.dtype == low.dtype == torch.float32
+    assert torch.allclose(low, plain, atol=0.05) and not torch.equal(low, plain)
