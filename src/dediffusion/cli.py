@@ -386,7 +386,7 @@ def add_evaluate(commands) -> None:
     parser.add_argument("--seed", type=int, default=0, help="image i is drawn with seed + i")
     parser.add_argument(
         "--draw-dtype", choices=("float32", "bfloat16"), default="float32",
-        help="redraw under autocast to this dtype (bfloat16: about half decoder B's time on CPUs with AMX)",
+        help="redraw under autocast to this dtype (bfloat16: faster on CPUs with AMX)",
     )  # fmt: skip
     parser.add_argument("--out", default="evaluation", help="report folder (report.md, report.json, plots)")
     add_threads_arg(parser)

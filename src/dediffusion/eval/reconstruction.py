@@ -37,8 +37,8 @@ def generate_from_prompts(
     dtype: torch.dtype = torch.float32,
 ) -> torch.Tensor:
     """Images (N, 3, H, W), float32, generated from `prompts`, `batch_size` at a time; image i uses seed
-    `seed + i`. A `dtype` other than float32 samples under autocast to it (bfloat16 halves decoder B's
-    time on CPUs with AMX)."""
+    `seed + i`. A `dtype` other than float32 samples under autocast to it (bfloat16: faster on CPUs with
+    AMX, benchmarks/results/evaluation-bf16)."""
     chunks = []
     for i in range(0, len(prompts), batch_size):
         batch = list(prompts[i : i + batch_size])

@@ -49,7 +49,7 @@ class EvaluationSettings:
     num_images: int = 100
     guidance_scales: tuple[float, ...] = (2.0, 4.0)
     num_inference_steps: int = 20
-    draw_dtype: str = "float32"  # "bfloat16": redraw under autocast (about half decoder B's time on AMX CPUs)
+    draw_dtype: str = "float32"  # "bfloat16": redraw under autocast (benchmarks/results/evaluation-bf16)
     inversion_steps: int = 150
     ablation_models: tuple[str, ...] = ()
     few_shot_scenes: int = 1000
@@ -265,6 +265,8 @@ def _sentence_embedder():
 
 
 def _draw_dtype(settings: EvaluationSettings) -> torch.dtype:
+    if settings.draw_dtype not in ("float32", "bfloat16"):
+        raise ValueError(f"draw_dtype must be float32 or bfloat16, not {settings.draw_dtype!r}")
     return getattr(torch, settings.draw_dtype)
 
 
