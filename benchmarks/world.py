@@ -6,7 +6,9 @@ For the first ``--num-scenes`` test scenes (never used in training) it measures:
 - decoders A and B redrawing each scene from four prompt sources: the bundled encoder's De-Diffusion
   text, the full description, the human-style caption and the empty prompt. Image i uses seed i in
   every cell. Each cell is scored by scene accuracy (perception model) and FD-EffNet against the
-  real test images, at every guidance scale of the sweep; a row's headline is its best guidance;
+  real test images, at every guidance scale of the sweep (1 = no classifier-free guidance); a row's
+  headline is its best guidance. Redraws run in bfloat16 where the CPU computes it natively
+  (``--draw-dtype``, as ``dediffusion evaluate``); the objects per image in each redraw are counted;
 - ``dediffusion encode``'s batch throughput on world images and its start-up time (a fresh
   interpreter importing the package and loading the bundled encoder);
 - ten examples (image | text | decoder A | decoder B) for the README.
@@ -35,7 +37,8 @@ from dediffusion.eval.frechet import EffNetFeatures
 from dediffusion.eval.grid import save_grid
 from dediffusion.eval.reconstruction import best_over_sweep, generate_from_prompts, score_prompt_sources
 from dediffusion.eval.report import accuracy_by_kind_table
-from dediffusion.eval.scene_accuracy import scene_accuracy
+from dediffusion.eval.scene_accuracy import objects_per_image, scene_accuracy
+from dediffusion.eval.suite import resolve_draw_dtype
 from dediffusion.models.decoder import TextToImageDecoder
 from dediffusion.models.dediffusion import DeDiffusion
 from dediffusion.world import describe, human_caption, render_batch, test_scenes
@@ -133,11 +136,14 @@ def acceptance(record: dict) -> list[dict]:
     return [{"check": c, "value": v, "target": t, "pass": bool(p)} for c, v, t, p in checks]
 
 
-def write_examples(path: Path, model: DeDiffusion, decoder_b, scales: dict, steps: int, n: int = 10) -> list[dict]:
+def write_examples(
+    path: Path, model: DeDiffusion, decoder_b, scales: dict, steps: int, dtype: torch.dtype, n: int = 10
+) -> list[dict]:
     scenes = test_scenes(n)
     images = render_batch(scenes)
     texts = model.encode(images)
-    redrawn = [generate_from_prompts(d, texts, scales[k], steps) for k, d in (("a", model.decoder), ("b", decoder_b))]
+    decoders = (("a", model.decoder), ("b", decoder_b))
+    redrawn = [generate_from_prompts(d, texts, scales[k], steps, dtype=dtype) for k, d in decoders]
     headers = ["test image", "De-Diffusion text", f"decoder A (g={scales['a']:g})", f"decoder B (g={scales['b']:g})"]
     save_grid(path, images, texts, redrawn, headers)
     return [{"index": i, "text": t, "description": describe(s)} for i, (t, s) in enumerate(zip(texts, scenes))]
@@ -172,7 +178,7 @@ def to_markdown(record: dict) -> str:
             row = [cells[source][str(float(s))] for s in scales]
             shown = [f"{percent(c['scene_accuracy'])} / {c['fd_effnet']:.2f}" for c in row]
             lines.append(f"| {source} | " + " | ".join(shown) + " |")
-        lines += accuracy_by_kind_table(record[key]["best"], title)
+        lines += accuracy_by_kind_table(record[key]["best"], title, record.get("objects_per_image"))
     lines += ["", "## Bundled artifacts", "", "| artifact | MB | wall time (s) | command |", "|---|---|---|---|"]
     for a in record["artifacts"]:
         lines.append(f"| {a['artifact']} | {a['mb']:.1f} | {a['wall_time_s']} | `{a['command']}` |")
@@ -193,7 +199,8 @@ def to_markdown(record: dict) -> str:
         f"- encode: {record['encode_images_per_s']:.0f} images/s (batch {record['encode_batch_size']}, "
         f"{record['machine']['torch_threads']} threads); start-up {record['startup']['import_and_load_s']:.2f} s "
         f"(import + load), {record['startup']['process_s']:.2f} s with interpreter start",
-        f"- {record['num_inference_steps']} DDIM steps; image i uses seed i in every cell; empty prompt generated once",
+        f"- {record['num_inference_steps']} DDIM steps in {record.get('draw_dtype', 'float32')}; image i uses seed i "
+        "in every cell; empty prompt generated once",
         f"- command: `{record['command']}`",
         f"- wall time: {record['wall_time_s']:.0f} s",
         f"- machine: {record['machine']['uname']}; torch {record['machine']['torch']}, "
@@ -207,7 +214,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", default="benchmarks/results/world.json")
     parser.add_argument("--num-scenes", type=int, default=200)
-    parser.add_argument("--guidance-scales", type=float, nargs="+", default=[2.0, 4.0])
+    parser.add_argument("--guidance-scales", type=float, nargs="+", default=[1.0, 2.0, 4.0])
+    parser.add_argument("--draw-dtype", choices=("auto", "float32", "bfloat16"), default="auto")
     parser.add_argument("--num-inference-steps", type=int, default=20)
     parser.add_argument("--model", default="bundled:world_encoder")
     parser.add_argument("--decoder-b", default="bundled:decoder_b")
@@ -227,17 +235,21 @@ def main() -> None:
         texts = [t for chunk in real.split(256) for t in model.encode(chunk)]
     prompts = prompts_for(scenes, texts)
     features = EffNetFeatures()
+    dtype = resolve_draw_dtype(args.draw_dtype)
     record: dict = {
         "command": " ".join(["python", *sys.argv]),
         "num_scenes": args.num_scenes,
         "guidance_scales": args.guidance_scales,
         "num_inference_steps": args.num_inference_steps,
+        "draw_dtype": str(dtype).removeprefix("torch."),
         "perception_accuracy": scene_accuracy(scenes, perception.predict(real)),
+        "objects_per_image": objects_per_image(scenes),
     }
     for key, decoder in (("decoder_a", model.decoder), ("decoder_b", decoder_b)):
         cells = score_prompt_sources(
-            decoder, prompts, real, args.guidance_scales, args.num_inference_steps, features, scenes, perception.predict
-        )
+            decoder, prompts, real, args.guidance_scales, args.num_inference_steps, features, scenes,
+            perception.predict, dtype=dtype,
+        )  # fmt: skip
         record[key] = {"cells": cells, "best": best_over_sweep(cells)}
     batch = render_batch(test_scenes(args.encode_batch_size))
     record["encode_batch_size"] = args.encode_batch_size
@@ -246,7 +258,7 @@ def main() -> None:
     out = Path(args.out)
     grid = out.with_name(out.stem + "_examples.png")
     chosen = {k[-1]: record[f"decoder_{k[-1]}"]["best"]["De-Diffusion"]["scene_accuracy_guidance"] for k in "ab"}
-    record["examples"] = write_examples(grid, model, decoder_b, chosen, args.num_inference_steps)
+    record["examples"] = write_examples(grid, model, decoder_b, chosen, args.num_inference_steps, dtype)
     record["examples_grid"] = str(grid)
     record["artifacts"] = artifact_records()
     record["acceptance"] = acceptance(record)

@@ -18,6 +18,14 @@ def test_preset_file_then_overrides(tmp_path):
     assert config.tokens.deny == ("red", "blue") and config.encoder.backbone_channels == (8, 16)
 
 
+def test_words_that_yaml_reads_as_booleans_stay_words(tmp_path):
+    assert load_config(None, ["train.mixed_precision=no"]).train.mixed_precision == "no"  # YAML: False
+    preset = tmp_path / "p.yaml"
+    preset.write_text("train:\n  mixed_precision: no\n  gradient_checkpointing: yes\n")
+    config = load_config(str(preset))
+    assert config.train.mixed_precision == "no" and config.train.gradient_checkpointing is True
+
+
 def test_saved_config_loads_back_equal(tmp_path):
     config = load_config(None, ["train.steps=3", "tokens.allow=[a,b]"])
     save_config(config, tmp_path / "c.yaml")

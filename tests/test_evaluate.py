@@ -81,8 +81,12 @@ def test_report_files_and_markdown(world_report):
     for heading in ("Reconstruction and transfer", "Cost", "Token-length ablation", "Few-shot", "Question answering"):
         assert f"## {heading}" in markdown
     assert "| prompt inversion |" in markdown and "command: `dediffusion evaluate" in markdown
+    assert "s (redraws in bfloat16)" in markdown  # the footer names the dtype the redraws ran in
     assert "### decoder_a: scene accuracy by fact kind" in markdown
-    assert "| prompt source | background | position | shape | color | size | all facts (pooled) |" in markdown
+    header = "| prompt source | background | position | shape | color | size | all facts (pooled) | objects per image |"
+    assert header in markdown
+    record = json.loads((world_report / "report.json").read_text())
+    assert f"The original images hold {record['objects_per_image']:.2f} objects per image." in markdown
     for name in ("guidance_sweep.png", "token_ablation.png", "examples_dediffusion.png"):
         assert Image.open(world_report / name).size[0] > 100  # matplotlib comes with the dev extra
 
@@ -114,3 +118,20 @@ def test_a_user_folder_gets_what_needs_no_answer_key(quadrant_folder, micro_deco
     assert record["reconstruction"]["decoder_a"]["best"]["De-Diffusion"]["scene_accuracy"] is None
     assert "needs the world's answer key" in record["few_shot"]["skipped"]
     assert "n/a" in (tmp_path / "r" / "report.md").read_text()
+
+
+def test_draw_dtype_auto_takes_bfloat16_only_where_the_hardware_computes_it(monkeypatch):
+    import torch
+
+    from dediffusion.eval import suite
+
+    for flag in ("_is_avx512_bf16_supported", "_is_amx_tile_supported"):
+        monkeypatch.setattr(torch.cpu, flag, lambda: False)
+    assert not suite.native_bfloat16(torch.device("cpu"))
+    assert suite.resolve_draw_dtype("auto") == torch.float32
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: True)
+    assert suite.native_bfloat16(torch.device("cpu")) and suite.resolve_draw_dtype("auto") == torch.bfloat16
+    assert not suite.native_bfloat16(torch.device("meta"))
+    assert suite.resolve_draw_dtype("float32") == torch.float32  # asked for by name: taken as it is
+    with pytest.raises(ValueError, match="auto, float32 or bfloat16, not 'float16'"):
+        suite.resolve_draw_dtype("float16")

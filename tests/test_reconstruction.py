@@ -64,6 +64,8 @@ def test_accuracy_by_kind_splits_the_facts_a_redraw_gets_wrong(references):
     cells = score_prompt_sources(EchoDecoder(references), {"copy": [f"copy {i}" for i in range(6)]}, references,
                                  [1.0], 5, features, scenes, reads_a_square)  # fmt: skip
     by_kind = cells["copy"]["1.0"]["accuracy_by_kind"]
+    assert cells["copy"]["1.0"]["objects_per_image"] == 1.0  # the reader found one object in each redraw
+    assert best_over_sweep(cells)["copy"]["objects_per_image"] == 1.0
     assert by_kind["shape"] == 0.0
     assert by_kind["background"] == by_kind["position"] == by_kind["color"] == by_kind["size"] == 1.0
     assert by_kind["all"] == pytest.approx(4 / 5) == cells["copy"]["1.0"]["scene_accuracy"]
@@ -73,8 +75,9 @@ def test_without_scenes_scene_accuracy_is_none_and_fd_is_still_scored(references
     cells = score_prompt_sources(EchoDecoder(references), {"copy": [f"copy {i}" for i in range(6)]}, references,
                                  [2.0], 5, features)  # fmt: skip
     assert cells["copy"]["2.0"]["scene_accuracy"] is None and cells["copy"]["2.0"]["accuracy_by_kind"] is None
+    assert cells["copy"]["2.0"]["objects_per_image"] is None
     best = best_over_sweep(cells)["copy"]
-    assert best["scene_accuracy"] is None and best["accuracy_by_kind"] is None
+    assert best["scene_accuracy"] is None and best["accuracy_by_kind"] is None and best["objects_per_image"] is None
     assert best["fd_effnet"] == pytest.approx(0.0, abs=1e-6)
 
 

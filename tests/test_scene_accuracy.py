@@ -9,6 +9,7 @@ from dediffusion.eval.scene_accuracy import (
     count_facts,
     fact_accuracy,
     fact_precision,
+    objects_per_image,
     scene_accuracy,
     scene_facts,
 )
@@ -110,3 +111,12 @@ def test_by_kind_is_none_for_a_kind_with_nothing_to_count():
     by_kind = accuracy_by_kind([bare], [bare])
     assert by_kind["background"] == by_kind["all"] == 1.0
     assert by_kind["shape"] is None and by_kind["position"] is None
+
+
+def test_objects_per_image_counts_scenes_and_predicted_dicts_alike():
+    red = {"shape": "circle", "color": "red", "size": "small", "row": 0, "col": 0}
+    crowded = _as_dict("gray", red, red, {**red, "col": 1})  # a reading may put two objects in one cell
+    assert objects_per_image([TRUE, Scene("pink", (RED_CIRCLE,)), crowded]) == pytest.approx((2 + 1 + 3) / 3)
+    assert objects_per_image([{"background": "gray", "objects": []}]) == 0.0
+    with pytest.raises(ValueError, match="at least one scene"):
+        objects_per_image([])

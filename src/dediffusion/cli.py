@@ -371,7 +371,9 @@ def add_evaluate(commands) -> None:
     parser.add_argument("--decoder-b", default="bundled:decoder_b", help="an outside decoder ('none' to skip)")
     parser.add_argument("--images", default=None, help="a folder of your images (default: world test scenes)")
     parser.add_argument("--num-images", type=int, default=100, help="images to reconstruct")
-    parser.add_argument("--guidance-scales", type=float, nargs="+", default=[2.0, 4.0], help="the sweep")
+    parser.add_argument(
+        "--guidance-scales", type=float, nargs="+", default=[1.0, 2.0, 4.0], help="the sweep (1: no guidance)"
+    )
     parser.add_argument("--num-inference-steps", type=int, default=20, help="sampler steps per image")
     parser.add_argument("--inversion-steps", type=int, default=150, help="prompt-inversion steps per image")
     parser.add_argument(
@@ -385,8 +387,9 @@ def add_evaluate(commands) -> None:
     parser.add_argument("--qa-shots", type=int, default=3, help="solved examples in the few-shot prompt")
     parser.add_argument("--seed", type=int, default=0, help="image i is drawn with seed + i")
     parser.add_argument(
-        "--draw-dtype", choices=("float32", "bfloat16"), default="float32",
-        help="redraw under autocast to this dtype (bfloat16: faster on CPUs with AMX)",
+        "--draw-dtype", choices=("auto", "float32", "bfloat16"), default="auto",
+        help="redraw under autocast to this dtype; auto: bfloat16 where the CPU (AVX512-BF16/AMX) or GPU "
+        "computes it natively, else float32",
     )  # fmt: skip
     parser.add_argument("--out", default="evaluation", help="report folder (report.md, report.json, plots)")
     add_threads_arg(parser)

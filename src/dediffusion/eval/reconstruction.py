@@ -5,7 +5,8 @@
 - `score_prompt_sources(decoder, sources, references, ...)`: for each prompt source (name -> one text
   per reference image) and each guidance scale, FD-EffNet of the redraws against the references and,
   when the true scenes and a scene reader (the world's perception model) are given, scene accuracy
-  and its split by fact kind (which facts a decoder gets wrong: background, position, shape, ...).
+  and its split by fact kind (which facts a decoder gets wrong: background, position, shape, ...) and
+  the objects per image the reader finds (a decoder that draws extra objects is off the data).
 - `best_over_sweep(cells)`: each source's best value of each metric over the guidance sweep.
 
 Metric maths lives in `eval/frechet.py` and `eval/scene_accuracy.py`; this module only runs decoders.
@@ -20,7 +21,7 @@ from collections.abc import Callable, Mapping, Sequence
 import torch
 
 from .frechet import EffNetFeatures, feature_statistics, frechet_distance
-from .scene_accuracy import accuracy_by_kind, scene_accuracy
+from .scene_accuracy import accuracy_by_kind, objects_per_image, scene_accuracy
 
 logger = logging.getLogger(__name__)
 
@@ -61,12 +62,12 @@ def score_prompt_sources(
     seed: int = 0,
     dtype: torch.dtype = torch.float32,
 ) -> Cells:
-    """{source: {str(guidance): {"scene_accuracy", "accuracy_by_kind", "fd_effnet"}}} for redraws of
-    `references` (N, 3, H, W).
+    """{source: {str(guidance): {"scene_accuracy", "accuracy_by_kind", "objects_per_image", "fd_effnet"}}}
+    for redraws of `references` (N, 3, H, W).
 
-    Scene accuracy and accuracy by kind are None unless both `scenes` (the true scene of each
-    reference) and `read_scenes` are given. A source whose texts are all empty is drawn once:
-    guidance does not change it.
+    Scene accuracy, accuracy by kind and objects per image are None unless both `scenes` (the true
+    scene of each reference) and `read_scenes` are given. A source whose texts are all empty is drawn
+    once: guidance does not change it.
     """
     for name, texts in sources.items():
         if len(texts) != len(references):
@@ -78,12 +79,8 @@ def score_prompt_sources(
         for scale in guidance_scales[:1] if unconditional else guidance_scales:
             start = time.perf_counter()
             images = generate_from_prompts(decoder, texts, scale, num_inference_steps, seed=seed, dtype=dtype)
-            accuracy, by_kind = _scene_scores(images, scenes, read_scenes)
-            cell = {
-                "scene_accuracy": accuracy,
-                "accuracy_by_kind": by_kind,
-                "fd_effnet": frechet_distance(*real, *feature_statistics(features(images))),
-            }
+            cell = _scene_scores(images, scenes, read_scenes)
+            cell["fd_effnet"] = frechet_distance(*real, *feature_statistics(features(images)))
             cells.setdefault(name, {})[_key(scale)] = cell
             logger.info("%s @ guidance %g: %s (%.0f s)", name, scale, cell, time.perf_counter() - start)
         if unconditional:
@@ -105,19 +102,24 @@ def best_over_sweep(cells: Cells) -> dict[str, dict[str, float | None]]:
                 scene_accuracy=best["scene_accuracy"],
                 scene_accuracy_guidance=float(acc_scale),
                 accuracy_by_kind=best["accuracy_by_kind"],
+                objects_per_image=best.get("objects_per_image"),
             )
         else:
-            row.update(scene_accuracy=None, scene_accuracy_guidance=None, accuracy_by_kind=None)
+            row.update(scene_accuracy=None, scene_accuracy_guidance=None, accuracy_by_kind=None, objects_per_image=None)
         out[source] = row
     return out
 
 
-def _scene_scores(images: torch.Tensor, scenes, read_scenes) -> tuple[float | None, dict[str, float] | None]:
-    """Scene accuracy and accuracy by fact kind of the redraws, or (None, None) without an answer key."""
+def _scene_scores(images: torch.Tensor, scenes, read_scenes) -> dict:
+    """Scene accuracy, accuracy by fact kind and objects per image of the redraws (None without an answer key)."""
     if scenes is None or read_scenes is None:
-        return None, None
+        return {"scene_accuracy": None, "accuracy_by_kind": None, "objects_per_image": None}
     predictions = [p for chunk in images.split(256) for p in read_scenes(chunk)]
-    return scene_accuracy(scenes, predictions), accuracy_by_kind(scenes, predictions)
+    return {
+        "scene_accuracy": scene_accuracy(scenes, predictions),
+        "accuracy_by_kind": accuracy_by_kind(scenes, predictions),
+        "objects_per_image": objects_per_image(predictions),
+    }
 
 
 def _key(scale: float) -> str:

@@ -84,24 +84,29 @@ def _reconstruction(record: dict) -> list[str]:
                 + " |"
             )
     for d in decoders:
-        lines += accuracy_by_kind_table(record["reconstruction"][d]["best"], d)
+        lines += accuracy_by_kind_table(record["reconstruction"][d]["best"], d, record.get("objects_per_image"))
     if "guidance_sweep" in record.get("plots", {}):
         lines += ["", f"![guidance sweep]({record['plots']['guidance_sweep']})"]
     return lines
 
 
-def accuracy_by_kind_table(best: dict, decoder: str) -> list[str]:
-    """Markdown: each prompt source's scene accuracy split by fact kind, at its best guidance scale;
-    nothing when no source has an answer key."""
+def accuracy_by_kind_table(best: dict, decoder: str, true_objects: float | None = None) -> list[str]:
+    """Markdown: each prompt source's scene accuracy split by fact kind, and the objects per image the
+    perception model reads in its redraws, at its best guidance scale (`true_objects`: the originals'
+    count); nothing when no source has an answer key."""
     rows = {source: row for source, row in best.items() if row.get("accuracy_by_kind")}
     if not rows:
         return []
     kinds = list(next(iter(rows.values()))["accuracy_by_kind"])
+    counted = all(row.get("objects_per_image") is not None for row in rows.values())  # older records lack it
     lines = ["", f"### {decoder}: scene accuracy by fact kind (at each source's best guidance)", ""]
-    header = ["all facts (pooled)" if k == "all" else k for k in kinds]
-    lines += ["| prompt source | " + " | ".join(header) + " |", "|---|" + "---|" * len(kinds)]
+    header = ["all facts (pooled)" if k == "all" else k for k in kinds] + ["objects per image"] * counted
+    lines += ["| prompt source | " + " | ".join(header) + " |", "|---|" + "---|" * len(header)]
     for source, row in rows.items():
-        lines.append(f"| {source} | " + " | ".join(_percent(row["accuracy_by_kind"][k]) for k in kinds) + " |")
+        cells = [_percent(row["accuracy_by_kind"][k]) for k in kinds] + [f"{row['objects_per_image']:.2f}"] * counted
+        lines.append(f"| {source} | " + " | ".join(cells) + " |")
+    if counted and true_objects is not None:
+        lines += ["", f"The original images hold {true_objects:.2f} objects per image."]
     return lines
 
 
@@ -204,7 +209,8 @@ def _footer(record: dict) -> list[str]:
     return [
         "",
         f"- command: `{record.get('command', '')}`",
-        f"- wall time without question answering: {record['wall_time_s']:.0f} s",
+        f"- wall time without question answering: {record['wall_time_s']:.0f} s "
+        f"(redraws in {record['settings'].get('draw_dtype', 'float32')})",
         f"- machine: {m.get('uname', '?')}; torch {m.get('torch', '?')}, {m.get('torch_threads', '?')} threads",
         f"- date: {record.get('date', '?')}",
         f"- plots: {'see above' if record.get('plots') else 'not drawn (pip install matplotlib)'}",

@@ -75,6 +75,13 @@ def fact_accuracy(true_scene: SceneLike, predicted_scene: SceneLike) -> float:
     return sum(correct for correct, _ in counts) / sum(counted for _, counted in counts)
 
 
+def objects_per_image(scenes: Sequence[SceneLike]) -> float:
+    """Mean number of objects in `scenes`, true or predicted (a redraw with extra objects shows here)."""
+    if not scenes:
+        raise ValueError("objects_per_image needs at least one scene")
+    return sum(len(s["objects"] if isinstance(s, Mapping) else s.objects) for s in scenes) / len(scenes)
+
+
 def fact_precision(true_scene: SceneLike, predicted_scene: SceneLike) -> float:
     """Fraction of the predicted facts that are true (matched / number of predicted facts)."""
     predicted_facts = scene_facts(predicted_scene)

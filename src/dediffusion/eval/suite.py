@@ -23,7 +23,7 @@ import functools
 import json
 import logging
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import torch
@@ -35,6 +35,7 @@ from .frechet import EffNetFeatures
 from .grid import save_grid
 from .prompt_inversion import invert_prompts
 from .reconstruction import best_over_sweep, generate_from_prompts, score_prompt_sources
+from .scene_accuracy import objects_per_image
 
 logger = logging.getLogger(__name__)
 
@@ -47,9 +48,10 @@ class EvaluationSettings:
     decoder_b: str | None = "bundled:decoder_b"
     images: str | None = None  # a folder of the user's images; None: the world's test split
     num_images: int = 100
-    guidance_scales: tuple[float, ...] = (2.0, 4.0)
+    guidance_scales: tuple[float, ...] = (1.0, 2.0, 4.0)  # 1: no classifier-free guidance
     num_inference_steps: int = 20
-    draw_dtype: str = "float32"  # "bfloat16": redraw under autocast (benchmarks/results/evaluation-bf16)
+    draw_dtype: str = "auto"  # "bfloat16": redraw under autocast (benchmarks/results/evaluation-bf16); "auto":
+    # bfloat16 where the hardware computes it natively (a CUDA GPU with bf16, a CPU with AVX512-BF16/AMX), else float32
     inversion_steps: int = 150
     ablation_models: tuple[str, ...] = ()
     few_shot_scenes: int = 1000
@@ -75,8 +77,12 @@ def run_evaluation(settings: EvaluationSettings, out_dir: Path) -> dict:
     if settings.decoder_b:
         decoders["decoder_b"] = TextToImageDecoder.from_pretrained(settings.decoder_b)
     inputs = load_inputs(settings, model.decoder.resolution)
+    used = resolve_draw_dtype(settings.draw_dtype, model.decoder.device)
+    settings = replace(settings, draw_dtype=str(used).removeprefix("torch."))  # the record names it, never "auto"
     features, read_scenes = EffNetFeatures(), _scene_reader(inputs)
     record: dict = {"settings": asdict(settings), "num_images": len(inputs.images), "world": inputs.scenes is not None}
+    if inputs.scenes is not None:
+        record["objects_per_image"] = objects_per_image(inputs.scenes)
     sources, cost = prompt_sources(model, inputs, settings)
     record["texts"] = {name: texts[:10] for name, texts in sources.items()}
     record["reconstruction"] = {
@@ -265,9 +271,29 @@ def _sentence_embedder():
 
 
 def _draw_dtype(settings: EvaluationSettings) -> torch.dtype:
-    if settings.draw_dtype not in ("float32", "bfloat16"):
-        raise ValueError(f"draw_dtype must be float32 or bfloat16, not {settings.draw_dtype!r}")
-    return getattr(torch, settings.draw_dtype)
+    return resolve_draw_dtype(settings.draw_dtype)
+
+
+def resolve_draw_dtype(name: str, device: str | torch.device = "cpu") -> torch.dtype:
+    """torch.float32 or torch.bfloat16 for `name` ("float32", "bfloat16" or "auto"). "auto" takes bfloat16
+    only where `device` computes it natively (on other CPUs bfloat16 autocast is slower than float32)."""
+    if name == "auto":
+        return torch.bfloat16 if native_bfloat16(torch.device(device)) else torch.float32
+    if name not in ("float32", "bfloat16"):
+        raise ValueError(f"draw_dtype must be auto, float32 or bfloat16, not {name!r}")
+    return getattr(torch, name)
+
+
+def native_bfloat16(device: torch.device) -> bool:
+    """Whether `device` has bfloat16 arithmetic in hardware: a CUDA GPU that supports it, or a CPU with
+    AVX512-BF16 or AMX tiles."""
+    if device.type == "cuda":
+        return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+    if device.type != "cpu":
+        return False
+    cpu = torch.cpu
+    checks = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")  # private, present since torch 2.3
+    return any(getattr(cpu, check, lambda: False)() for check in checks)
 
 
 def _guidance_of_best(best: dict) -> float:
