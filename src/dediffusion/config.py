@@ -85,8 +85,8 @@ class TrainConfig:
     log_every: int = 10
     sample_every: int = 0  # 0: never write sample grids
     num_samples: int = 4
-    mixed_precision: str = "no"  # "no", "bf16", "fp16" (GPU; on this AMX CPU bf16 wake steps ran at 37.6 images/s
-    # against 71.8 in float32: autocast backward is slow on CPUs)
+    mixed_precision: str = "no"  # "no", "bf16", "fp16": for GPUs; on a CPU, bf16 halved the speed of wake steps
+    # (benchmarks/results/mixed_precision_cpu.md)
     gradient_checkpointing: bool = False
 
 

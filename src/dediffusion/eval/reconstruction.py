@@ -39,7 +39,7 @@ def generate_from_prompts(
 ) -> torch.Tensor:
     """Images (N, 3, H, W), float32, generated from `prompts`, `batch_size` at a time; image i uses seed
     `seed + i`. A `dtype` other than float32 samples under autocast to it (bfloat16: faster on CPUs with
-    AMX, benchmarks/results/evaluation-bf16)."""
+    AMX: the evaluation without question answering in 846 s against 1357 s, README)."""
     chunks = []
     for i in range(0, len(prompts), batch_size):
         batch = list(prompts[i : i + batch_size])
