@@ -276,7 +276,7 @@ def _draw_dtype(settings: EvaluationSettings) -> torch.dtype:
 
 def resolve_draw_dtype(name: str, device: str | torch.device = "cpu") -> torch.dtype:
     """torch.float32 or torch.bfloat16 for `name` ("float32", "bfloat16" or "auto"). "auto" takes bfloat16
-    only where `device` computes it natively (on other CPUs bfloat16 autocast is slower than float32)."""
+    only where `device` computes it natively (elsewhere bfloat16 arithmetic is emulated)."""
     if name == "auto":
         return torch.bfloat16 if native_bfloat16(torch.device(device)) else torch.float32
     if name not in ("float32", "bfloat16"):
@@ -292,7 +292,7 @@ def native_bfloat16(device: torch.device) -> bool:
     if device.type != "cpu":
         return False
     cpu = torch.cpu
-    checks = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")  # private, present since torch 2.3
+    checks = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")  # private torch helpers: a missing one is False
     return any(getattr(cpu, check, lambda: False)() for check in checks)
 
 
