@@ -171,7 +171,7 @@ def ablation_section(model, decoders, inputs, features, read_scenes, settings, r
         for key, decoder in decoders.items():
             cells = record["reconstruction"][key]["cells"] if other is model else score_prompt_sources(
                 decoder, texts, inputs.images, [chosen[key]], settings.num_inference_steps, features,
-                inputs.scenes, read_scenes, settings.seed, _draw_dtype(settings),
+                inputs.scenes, read_scenes, settings.seed, resolve_draw_dtype(settings.draw_dtype),
             )  # the main encoder's redraws are those of the reconstruction table  # fmt: skip
             row[key] = cells["De-Diffusion"][str(float(chosen[key]))]
         row["few_shot"] = few_shot_section(other, settings, inputs.scenes is not None, sources=("De-Diffusion",))
@@ -237,7 +237,7 @@ def write_grids(out_dir: Path, decoders, inputs, sources, reconstruction, settin
         texts, redraws, headers = sources[source][:n], [], ["image", f"{source} text"]
         for key, decoder in decoders.items():
             scale = _guidance_of_best(reconstruction[key]["best"][source])
-            steps, dtype = settings.num_inference_steps, _draw_dtype(settings)
+            steps, dtype = settings.num_inference_steps, resolve_draw_dtype(settings.draw_dtype)
             redraws.append(generate_from_prompts(decoder, texts, scale, steps, seed=settings.seed, dtype=dtype))
             headers.append(f"{key.replace('_', ' ')} (g={scale:g})")
         path = out_dir / f"examples_{source.replace(' ', '_').replace('-', '').lower()}.png"
@@ -249,7 +249,7 @@ def write_grids(out_dir: Path, decoders, inputs, sources, reconstruction, settin
 def _scored(decoder, sources, inputs, features, read_scenes, settings) -> dict:
     cells = score_prompt_sources(
         decoder, sources, inputs.images, settings.guidance_scales, settings.num_inference_steps, features,
-        inputs.scenes, read_scenes, settings.seed, _draw_dtype(settings),
+        inputs.scenes, read_scenes, settings.seed, resolve_draw_dtype(settings.draw_dtype),
     )  # fmt: skip
     return {"cells": cells, "best": best_over_sweep(cells)}
 
@@ -268,10 +268,6 @@ def _sentence_embedder():
     from .fewshot import SentenceEmbedder
 
     return SentenceEmbedder.from_package()
-
-
-def _draw_dtype(settings: EvaluationSettings) -> torch.dtype:
-    return resolve_draw_dtype(settings.draw_dtype)
 
 
 def resolve_draw_dtype(name: str, device: str | torch.device = "cpu") -> torch.dtype:
