@@ -3,7 +3,7 @@ import math
 import pytest
 import torch
 
-from dediffusion.models.quantize import gumbel_softmax, hard_tokens, sample_gumbel, temperature_at
+from dediffusion.models.quantize import gumbel_softmax, hard_tokens, repeated_pairs, sample_gumbel, temperature_at
 
 
 def test_temperature_anneals_exponentially_from_start_to_end():
@@ -46,3 +46,12 @@ def test_straight_through_is_hard_forward_with_soft_gradient():
     logits.grad = None
     (gumbel_softmax(logits, 0.7, None) * weights).sum().backward()
     assert torch.allclose(grad_hard, logits.grad)
+
+
+def test_repeated_pairs_counts_pairs_of_positions_with_the_same_word():
+    one_hot = torch.nn.functional.one_hot(torch.tensor([[0, 1, 1, 1, 2, 2], [0, 1, 2, 3, 4, 5]]), 6).float()
+    assert repeated_pairs(one_hot).tolist() == [3.0 + 1.0, 0.0]  # three 1s: 3 pairs; two 2s: 1 pair
+    free = torch.tensor([False, True, False, False, False, False])
+    assert repeated_pairs(one_hot, free).tolist() == [1.0, 0.0]
+    uniform = torch.full((1, 2, 4), 0.25)  # two independent uniform positions agree with chance 1/4
+    assert repeated_pairs(uniform).item() == pytest.approx(0.25)

@@ -23,7 +23,7 @@ from torch import nn
 from ..config import Config, load_config, save_config
 from .decoder import TextToImageDecoder
 from .encoder import ImageEncoder
-from .quantize import gumbel_softmax, hard_tokens, sample_gumbel, temperature_at
+from .quantize import gumbel_softmax, hard_tokens, repeated_pairs, sample_gumbel, temperature_at
 from .search import search_tokens
 from .sleep import matched_cross_entropy
 
@@ -58,8 +58,12 @@ class DeDiffusion(nn.Module):
             tokens = config.tokens
             vocab_mask = decoder.vocabulary_mask(tokens.exclude_punctuation, tokens.allow, tokens.deny)
         self.register_buffer("vocab_mask", vocab_mask.bool(), persistent=False)
+        free_words = torch.zeros(decoder.vocab_size, dtype=torch.bool)  # repeat freely (train.repeat_penalty)
         if config.tokens.init_text:
-            self.encoder.init_slot_bias(starting_tokens(decoder, config, self.vocab_mask), config.tokens.init_logit)
+            ids = starting_tokens(decoder, config, self.vocab_mask)
+            self.encoder.init_slot_bias(ids, config.tokens.init_logit)
+            free_words[ids] = True
+        self.register_buffer("free_words", free_words, persistent=False)
 
     @property
     def device(self) -> torch.device:
@@ -112,6 +116,9 @@ class DeDiffusion(nn.Module):
             states = self.decoder.soft_text_embeddings(probs)
             per_sample = self.decoder.denoising_loss(images, states, generators, timestep_bias=train.timestep_bias)
             denoising = per_sample.detach()
+        if train.repeat_penalty:
+            repeats = repeated_pairs(torch.softmax(logits.float(), -1), self.free_words)
+            per_sample = per_sample + train.repeat_penalty * repeats
         return {
             "loss": per_sample.mean(),
             "loss_per_sample": per_sample.detach(),

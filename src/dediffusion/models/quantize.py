@@ -49,3 +49,12 @@ def gumbel_softmax(
 def hard_tokens(logits: torch.Tensor) -> torch.Tensor:
     """Inference tokens: argmax ids (B, L)."""
     return logits.argmax(dim=-1)
+
+
+def repeated_pairs(probs: torch.Tensor, free: torch.Tensor | None = None) -> torch.Tensor:
+    """Expected number of position pairs (i < j) that write the same word, per sample (B,), for
+    independent token distributions `probs` (B, L, V). Words where `free` (V,) is True do not count."""
+    if free is not None:
+        probs = probs.masked_fill(free, 0.0)
+    totals = probs.sum(1)  # (B, V): expected count of each word
+    return 0.5 * (totals.pow(2) - probs.pow(2).sum(1)).sum(-1)

@@ -1,0 +1,101 @@
+"""Reproduce every bundled world artifact from scratch, one after another, and time each command.
+
+Runs the commands of the README's reproduction table in one chain on this machine, each with
+`--threads` torch threads (default 2: the whole 2-core host, one artifact at a time), into OUT_DIR:
+
+    dediffusion world sample -n 20000 OUT/world-images
+    dediffusion world pretrain-decoder a --out OUT/decoder_a
+    dediffusion train --preset world --set train.data=OUT/world-images --set decoder.path=OUT/decoder_a ...
+    dediffusion world pretrain-decoder b --out OUT/decoder_b
+    dediffusion world pretrain-perception --out OUT/perception
+
+and writes the wall time of each and their sum to `results/NAME.md` and `.json`. Interrupted, rerun
+the same command: finished artifacts are skipped (their time is read from the run's own record and
+marked so) and an unfinished one continues from its checkpoints. The encoder is trained against the
+decoder A made here, as the bundled one was against the bundled decoder A.
+"""
+
+import json
+import shlex
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from record import benchmark_parser, parse_args, provenance, provenance_lines, write_results
+
+
+def chain(out: Path, threads: int) -> list[tuple[str, list[str], Path]]:
+    """(artifact, command, the file that says it is finished) in the order they run."""
+    threads_flag = ["--threads", str(threads)]
+    images, decoder_a = out / "world-images", out / "decoder_a"
+    encoder = [
+        "train", "--preset", "world", "--set", f"train.data={images}", "--set", f"decoder.path={decoder_a}",
+        "--output-dir", str(out / "world_encoder"), *threads_flag,
+    ]  # fmt: skip
+    return [
+        ("world images", ["world", "sample", "-n", "20000", str(images)], images / "descriptions.jsonl"),
+        ("decoder_a", ["world", "pretrain-decoder", "a", "--out", str(decoder_a), *threads_flag],
+         decoder_a / "training.json"),
+        ("world_encoder", encoder, out / "world_encoder" / "final" / "training.json"),
+        ("decoder_b", ["world", "pretrain-decoder", "b", "--out", str(out / "decoder_b"), *threads_flag],
+         out / "decoder_b" / "training.json"),
+        ("perception", ["world", "pretrain-perception", "--out", str(out / "perception"), *threads_flag],
+         out / "perception" / "config.json"),
+    ]  # fmt: skip
+
+
+def recorded_seconds(done: Path) -> float | None:
+    """The wall time a finished artifact recorded about itself, if it did."""
+    try:
+        record = json.loads(done.read_text())
+        return float(record.get("wall_time_s", record.get("metadata", {}).get("wall_time_s")))
+    except (OSError, ValueError, TypeError, AttributeError):
+        return None
+
+
+def resume_flags(name: str, out: Path) -> list[str]:
+    """`dediffusion train` continues only when asked to; the decoders resume by themselves."""
+    if name == "world_encoder" and any((out / "world_encoder").glob("checkpoints/*")):
+        return ["--resume", "latest"]
+    return []
+
+
+def main() -> None:
+    parser = benchmark_parser(__doc__)
+    parser.add_argument("out_dir", type=Path, help="folder for the reproduced artifacts")
+    parser.add_argument("--name", default="reproduce_world", help="results file name")
+    parser.set_defaults(threads=2)
+    args = parse_args(parser)
+    rows = []
+    for name, command, done in chain(args.out_dir, args.threads):
+        if done.exists():
+            rows.append({"artifact": name, "seconds": recorded_seconds(done), "ran_here": False, "command": command})
+            print(f"{name}: already there ({done}), skipped", flush=True)
+            continue
+        argv = [sys.executable, "-m", "dediffusion", *command, *resume_flags(name, args.out_dir)]
+        print(f"{name}: {shlex.join(argv)}", flush=True)
+        start = time.perf_counter()
+        result = subprocess.run(argv)
+        seconds = time.perf_counter() - start
+        if result.returncode != 0:
+            sys.exit(f"{name} failed (exit {result.returncode}); rerun this command to continue from its checkpoints")
+        rows.append({"artifact": name, "seconds": seconds, "ran_here": True, "command": command})
+    total = sum(row["seconds"] or 0.0 for row in rows)
+    record = {**provenance(), "threads": args.threads, "out_dir": str(args.out_dir), "rows": rows, "total_s": total}
+    lines = [
+        f"# Every bundled world artifact reproduced from scratch, one after another ({args.threads} threads)",
+        "",
+        "| artifact | wall time (min) | command |",
+        "|---|---|---|",
+    ]
+    for row in rows:
+        minutes = "?" if row["seconds"] is None else f"{row['seconds'] / 60:.1f}"
+        note = "" if row["ran_here"] else " (an earlier run's own record)"
+        lines.append(f"| {row['artifact']} | {minutes}{note} | `dediffusion {shlex.join(row['command'])}` |")
+    lines += ["", f"Total: {total / 60:.1f} minutes.", *provenance_lines(record)]
+    write_results(args.out, args.name, record, "\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
