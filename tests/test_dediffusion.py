@@ -42,7 +42,7 @@ def test_repeat_penalty_adds_the_repeated_pairs_of_the_encoders_distributions_bu
     penalised = DeDiffusion(tiny_config("", "", *settings, "train.repeat_penalty=2.0"), micro())
     penalised.load_state_dict(plain.state_dict())
     base, out = plain(images, seeds), penalised(images, seeds)
-    probs = torch.softmax(plain.logits(images), -1)
+    probs = torch.softmax(plain.logits(images) / plain.temperature(0), -1)  # the noiseless tokens of step 0
     free = torch.zeros(probs.shape[-1], dtype=torch.bool)
     free[plain.decoder.text_token_ids("red")] = True
     expected = base["loss_per_sample"] + 2.0 * repeated_pairs(probs, free)

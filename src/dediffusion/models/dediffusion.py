@@ -117,7 +117,7 @@ class DeDiffusion(nn.Module):
             per_sample = self.decoder.denoising_loss(images, states, generators, timestep_bias=train.timestep_bias)
             denoising = per_sample.detach()
         if train.repeat_penalty:
-            repeats = repeated_pairs(torch.softmax(logits.float(), -1), self.free_words)
+            repeats = repeated_pairs(torch.softmax(logits.float() / temperature, -1), self.free_words)
             per_sample = per_sample + train.repeat_penalty * repeats
         return {
             "loss": per_sample.mean(),
