@@ -1,9 +1,11 @@
 import json
+from pathlib import Path
 
 import pytest
 import torch
 from conftest import VARIANT_IDS, VARIANTS, micro, tiny_config
 
+from dediffusion.models.decoder import TextToImageDecoder
 from dediffusion.models.dediffusion import CheckpointMismatchError, DeDiffusion
 from dediffusion.models.micro import build_micro_decoder
 from dediffusion.models.quantize import repeated_pairs
@@ -102,8 +104,6 @@ def test_encode_writes_only_allowed_words():
 
 
 def test_save_then_load_gives_the_same_texts(tmp_path, micro_decoder_dir):
-    from dediffusion.models.decoder import TextToImageDecoder
-
     decoder = TextToImageDecoder.from_pretrained(micro_decoder_dir)
     model = DeDiffusion(tiny_config(str(micro_decoder_dir)), decoder).eval()
     train_a_few_steps(model)
@@ -113,6 +113,22 @@ def test_save_then_load_gives_the_same_texts(tmp_path, micro_decoder_dir):
     assert loaded.encode(images) == model.encode(images)
     assert torch.equal(loaded.logits(images), model.logits(images))
     assert json.loads((tmp_path / "m" / "decoder.json").read_text())["fingerprint"] == decoder.fingerprint()
+
+
+def test_a_decoder_given_relative_to_the_working_directory_is_found_from_anywhere(
+    tmp_path, micro_decoder_dir, monkeypatch
+):
+    import shutil
+
+    shutil.copytree(micro_decoder_dir, tmp_path / "project" / "decoder")
+    monkeypatch.chdir(tmp_path / "project")
+    model = DeDiffusion(tiny_config("decoder"), TextToImageDecoder.from_pretrained("decoder")).eval()
+    model.save_pretrained(Path("runs/m/final"))
+    assert json.loads(Path("runs/m/final/decoder.json").read_text())["path"] == "../../../decoder"
+    monkeypatch.chdir(tmp_path)  # another working directory: "decoder" means nothing here
+    loaded = DeDiffusion.from_pretrained("project/runs/m/final").eval()
+    images = torch.rand(3, 3, 8, 8) * 2 - 1
+    assert loaded.encode(images) == model.encode(images)
 
 
 def test_loading_against_another_vocabulary_is_refused(tmp_path):

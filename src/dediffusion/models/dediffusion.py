@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -205,7 +206,7 @@ def save_encoder_files(model: DeDiffusion, folder: Path) -> None:
     save_file(state, str(folder / WEIGHTS_NAME))
     save_config(model.config, folder / CONFIG_NAME)
     record = {
-        "path": model.config.decoder.path or model.decoder.source,
+        "path": recorded_decoder_path(model.config.decoder.path or model.decoder.source, folder),
         "fingerprint": model.decoder.fingerprint(),
         "vocab_size": model.decoder.vocab_size,
         "resolution": model.decoder.resolution,
@@ -230,8 +231,17 @@ def starting_tokens(decoder: TextToImageDecoder, config: Config, vocab_mask: tor
     return ids
 
 
+def recorded_decoder_path(decoder_path: str, folder: Path) -> str:
+    """How `folder` names its decoder: a local folder as seen from `folder` (so the model loads from any
+    working directory, and still does when both move together); `bundled:` names and hub ids as given."""
+    if decoder_path and Path(decoder_path).is_dir():
+        return os.path.relpath(Path(decoder_path).resolve(), Path(folder).resolve())
+    return decoder_path
+
+
 def resolve_decoder_path(model_path: Path, recorded: str) -> str:
-    """A relative decoder path is looked up beside the model folder first."""
+    """A relative decoder path is looked up beside the model folder first (`recorded_decoder_path`),
+    then from the working directory (folders written before it recorded paths that way)."""
     beside = model_path / recorded
     return str(beside) if not Path(recorded).is_absolute() and beside.exists() else recorded
 
