@@ -79,8 +79,8 @@ class TrainConfig:
     search_noise: int = 2  # estimator "search": noise draws each variant is scored on
     search_proposal: str = "random"  # estimator "search": "random" words at one position, or "gradient"
     search_accept: str = "best"  # estimator "search": the "best" swap, or every "improving" one
-    repeat_penalty: float = 0.0  # times the expected pairs of positions writing the same word under the
-    # step's tempered softmax, noise-free (tokens.init_text's words repeat freely; models/quantize.repeated_pairs)
+    repeat_penalty: float = 0.0  # times each word's squared expected count beyond 1 under the step's tempered
+    # softmax, noise-free (tokens.init_text's words repeat freely; models/quantize.excess_repeats)
     seed: int = 0
     checkpoint_every: int = 500
     keep_checkpoints: int = 3

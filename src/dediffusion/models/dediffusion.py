@@ -24,7 +24,7 @@ from torch import nn
 from ..config import Config, load_config, save_config
 from .decoder import TextToImageDecoder
 from .encoder import ImageEncoder
-from .quantize import gumbel_softmax, hard_tokens, repeated_pairs, sample_gumbel, temperature_at
+from .quantize import excess_repeats, gumbel_softmax, hard_tokens, sample_gumbel, temperature_at
 from .search import search_tokens
 from .sleep import matched_cross_entropy
 
@@ -118,7 +118,7 @@ class DeDiffusion(nn.Module):
             per_sample = self.decoder.denoising_loss(images, states, generators, timestep_bias=train.timestep_bias)
             denoising = per_sample.detach()
         if train.repeat_penalty:
-            repeats = repeated_pairs(torch.softmax(logits.float() / temperature, -1), self.free_words)
+            repeats = excess_repeats(torch.softmax(logits.float() / temperature, -1), self.free_words)
             per_sample = per_sample + train.repeat_penalty * repeats
         return {
             "loss": per_sample.mean(),

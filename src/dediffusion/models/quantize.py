@@ -51,10 +51,11 @@ def hard_tokens(logits: torch.Tensor) -> torch.Tensor:
     return logits.argmax(dim=-1)
 
 
-def repeated_pairs(probs: torch.Tensor, free: torch.Tensor | None = None) -> torch.Tensor:
-    """Expected number of position pairs (i < j) that write the same word, per sample (B,), for
-    independent token distributions `probs` (B, L, V). Words where `free` (V,) is True do not count."""
+def excess_repeats(probs: torch.Tensor, free: torch.Tensor | None = None) -> torch.Tensor:
+    """Per sample (B,), the sum over words of (expected count - 1) ** 2 where a word's expected count
+    over the positions exceeds 1, for token distributions `probs` (B, L, V). A text that says each
+    word once scores 0 whatever its uncertainty (mass spread thinly over many positions is free);
+    a word written k times scores (k - 1) ** 2. Words where `free` (V,) is True do not count."""
     if free is not None:
         probs = probs.masked_fill(free, 0.0)
-    totals = probs.sum(1)  # (B, V): expected count of each word
-    return 0.5 * (totals.pow(2) - probs.pow(2).sum(1)).sum(-1)
+    return (probs.sum(1) - 1.0).clamp_min(0.0).pow(2).sum(-1)
