@@ -8,7 +8,6 @@ from conftest import VARIANT_IDS, VARIANTS, micro, tiny_config
 from dediffusion.models.decoder import TextToImageDecoder
 from dediffusion.models.dediffusion import CheckpointMismatchError, DeDiffusion
 from dediffusion.models.micro import build_micro_decoder
-from dediffusion.models.quantize import excess_repeats
 
 
 def train_a_few_steps(model, steps=3):
@@ -35,22 +34,6 @@ def test_gradients_reach_every_encoder_parameter_and_never_the_decoder(latent, p
     assert trainable and all(p.grad is not None and p.grad.abs().sum() > 0 for _, p in trainable), [
         n for n, p in trainable if p.grad is None or p.grad.abs().sum() == 0
     ]
-
-
-def test_repeat_penalty_adds_the_excess_repeats_of_the_encoders_distributions_but_not_of_the_starting_text():
-    images, seeds = torch.rand(2, 3, 8, 8) * 2 - 1, torch.tensor([1, 2])
-    settings = ("tokens.init_text=red red red red", "tokens.init_logit=30")  # every position
-    plain = DeDiffusion(tiny_config("", "", *settings), micro())
-    penalised = DeDiffusion(tiny_config("", "", *settings, "train.repeat_penalty=2.0"), micro())
-    penalised.load_state_dict(plain.state_dict())
-    base, out = plain(images, seeds), penalised(images, seeds)
-    probs = torch.softmax(plain.logits(images) / plain.temperature(0), -1)  # the noiseless tokens of step 0
-    free = torch.zeros(probs.shape[-1], dtype=torch.bool)
-    free[plain.decoder.text_token_ids("red")] = True
-    expected = base["loss_per_sample"] + 2.0 * excess_repeats(probs, free)
-    assert torch.allclose(out["loss_per_sample"], expected, atol=1e-6)
-    assert torch.equal(out["denoising_loss"], base["denoising_loss"])
-    assert (excess_repeats(probs, free) < excess_repeats(probs)).all()  # "red" at every position costs nothing
 
 
 def test_forward_reports_loss_and_temperature_schedule():

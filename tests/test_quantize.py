@@ -3,7 +3,7 @@ import math
 import pytest
 import torch
 
-from dediffusion.models.quantize import excess_repeats, gumbel_softmax, hard_tokens, sample_gumbel, temperature_at
+from dediffusion.models.quantize import gumbel_softmax, hard_tokens, sample_gumbel, temperature_at
 
 
 def test_temperature_anneals_exponentially_from_start_to_end():
@@ -46,13 +46,3 @@ def test_straight_through_is_hard_forward_with_soft_gradient():
     logits.grad = None
     (gumbel_softmax(logits, 0.7, None) * weights).sum().backward()
     assert torch.allclose(grad_hard, logits.grad)
-
-
-def test_excess_repeats_counts_each_words_squared_excess_over_one():
-    one_hot = torch.nn.functional.one_hot(torch.tensor([[0, 1, 1, 1, 2, 2], [0, 1, 2, 3, 4, 5]]), 6).float()
-    assert excess_repeats(one_hot).tolist() == [4.0 + 1.0, 0.0]  # 1 three times: 2 ** 2; 2 twice: 1
-    free = torch.tensor([False, True, False, False, False, False])
-    assert excess_repeats(one_hot, free).tolist() == [1.0, 0.0]
-    assert excess_repeats(torch.full((1, 3, 4), 0.25)).item() == 0.0  # 0.75 of each word in all: no excess
-    half = torch.tensor([[[0.75, 0.25], [0.75, 0.25]]])  # word 0 expected 1.5 times
-    assert excess_repeats(half).item() == pytest.approx(0.25)

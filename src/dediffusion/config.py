@@ -79,8 +79,6 @@ class TrainConfig:
     search_noise: int = 2  # estimator "search": noise draws each variant is scored on
     search_proposal: str = "random"  # estimator "search": "random" words at one position, or "gradient"
     search_accept: str = "best"  # estimator "search": the "best" swap, or every "improving" one
-    repeat_penalty: float = 0.0  # times each word's squared expected count beyond 1 under the step's tempered
-    # softmax, noise-free (tokens.init_text's words repeat freely; models/quantize.excess_repeats)
     seed: int = 0
     checkpoint_every: int = 500
     keep_checkpoints: int = 3
@@ -218,7 +216,6 @@ def validate(config: Any) -> Any:
             ),
             (lambda c: c.keep_checkpoints >= 1, "keep_checkpoints must be at least 1"),
             (lambda c: c.timestep_bias >= 0, "timestep_bias must be >= 0 (0: uniform timesteps)"),
-            (lambda c: c.repeat_penalty >= 0, "repeat_penalty must be >= 0 (0: none)"),
             (lambda c: c.estimator in ("gumbel", "search"), "estimator must be gumbel or search"),
             (lambda c: c.search_candidates >= 1 and c.search_noise >= 1, "search_candidates and search_noise >= 1"),
             (lambda c: c.search_proposal in ("random", "gradient"), "search_proposal must be random or gradient"),

@@ -24,7 +24,7 @@ from torch import nn
 from ..config import Config, load_config, save_config
 from .decoder import TextToImageDecoder
 from .encoder import ImageEncoder
-from .quantize import excess_repeats, gumbel_softmax, hard_tokens, sample_gumbel, temperature_at
+from .quantize import gumbel_softmax, hard_tokens, sample_gumbel, temperature_at
 from .search import search_tokens
 from .sleep import matched_cross_entropy
 
@@ -59,12 +59,8 @@ class DeDiffusion(nn.Module):
             tokens = config.tokens
             vocab_mask = decoder.vocabulary_mask(tokens.exclude_punctuation, tokens.allow, tokens.deny)
         self.register_buffer("vocab_mask", vocab_mask.bool(), persistent=False)
-        free_words = torch.zeros(decoder.vocab_size, dtype=torch.bool)  # repeat freely (train.repeat_penalty)
         if config.tokens.init_text:
-            ids = starting_tokens(decoder, config, self.vocab_mask)
-            self.encoder.init_slot_bias(ids, config.tokens.init_logit)
-            free_words[ids] = True
-        self.register_buffer("free_words", free_words, persistent=False)
+            self.encoder.init_slot_bias(starting_tokens(decoder, config, self.vocab_mask), config.tokens.init_logit)
 
     @property
     def device(self) -> torch.device:
@@ -117,9 +113,6 @@ class DeDiffusion(nn.Module):
             states = self.decoder.soft_text_embeddings(probs)
             per_sample = self.decoder.denoising_loss(images, states, generators, timestep_bias=train.timestep_bias)
             denoising = per_sample.detach()
-        if train.repeat_penalty:
-            repeats = excess_repeats(torch.softmax(logits.float() / temperature, -1), self.free_words)
-            per_sample = per_sample + train.repeat_penalty * repeats
         return {
             "loss": per_sample.mean(),
             "loss_per_sample": per_sample.detach(),
@@ -234,9 +227,12 @@ def starting_tokens(decoder: TextToImageDecoder, config: Config, vocab_mask: tor
 def recorded_decoder_path(decoder_path: str, folder: Path) -> str:
     """How `folder` names its decoder: a local folder as seen from `folder` (so the model loads from any
     working directory, and still does when both move together); `bundled:` names and hub ids as given."""
-    if decoder_path and Path(decoder_path).is_dir():
+    if not (decoder_path and Path(decoder_path).is_dir()):
+        return decoder_path
+    try:
         return os.path.relpath(Path(decoder_path).resolve(), Path(folder).resolve())
-    return decoder_path
+    except ValueError:  # on another drive (Windows): no relative path exists
+        return str(Path(decoder_path).resolve())
 
 
 def resolve_decoder_path(model_path: Path, recorded: str) -> str:

@@ -49,13 +49,3 @@ def gumbel_softmax(
 def hard_tokens(logits: torch.Tensor) -> torch.Tensor:
     """Inference tokens: argmax ids (B, L)."""
     return logits.argmax(dim=-1)
-
-
-def excess_repeats(probs: torch.Tensor, free: torch.Tensor | None = None) -> torch.Tensor:
-    """Per sample (B,), the sum over words of (expected count - 1) ** 2 where a word's expected count
-    over the positions exceeds 1, for token distributions `probs` (B, L, V). A text that says each
-    word once scores 0 whatever its uncertainty (mass spread thinly over many positions is free);
-    a word written k times scores (k - 1) ** 2. Words where `free` (V,) is True do not count."""
-    if free is not None:
-        probs = probs.masked_fill(free, 0.0)
-    return (probs.sum(1) - 1.0).clamp_min(0.0).pow(2).sum(-1)
