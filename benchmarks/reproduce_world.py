@@ -9,9 +9,10 @@ Runs the commands of the README's reproduction table in one chain on this machin
     dediffusion world pretrain-decoder b --out OUT/decoder_b
     dediffusion world pretrain-perception --out OUT/perception
 
-and writes the wall time of each and their sum to `results/NAME.md` and `.json`. Interrupted, rerun
-the same command: finished artifacts are skipped (their time is read from the run's own record and
-marked so) and an unfinished one continues from its checkpoints. The encoder is trained against the
+and writes the wall time of each and their sum to `results/NAME.md` and `.json`, after every artifact.
+Interrupted, rerun the same command: finished artifacts are skipped (their time is read from the
+run's own record and marked so) and an unfinished one continues from its checkpoints. `--report`
+runs nothing and reports what OUT_DIR holds. The encoder is trained against the
 decoder A made here, as the bundled one was against the bundled decoder A.
 """
 
@@ -61,40 +62,57 @@ def resume_flags(name: str, out: Path) -> list[str]:
     return []
 
 
-def main() -> None:
-    parser = benchmark_parser(__doc__)
-    parser.add_argument("out_dir", type=Path, help="folder for the reproduced artifacts")
-    parser.add_argument("--name", default="reproduce_world", help="results file name")
-    parser.set_defaults(threads=2)
-    args = parse_args(parser)
-    rows = []
-    for name, command, done in chain(args.out_dir, args.threads):
-        if done.exists():
-            rows.append({"artifact": name, "seconds": recorded_seconds(done), "ran_here": False, "command": command})
-            print(f"{name}: already there ({done}), skipped", flush=True)
-            continue
-        argv = [sys.executable, "-m", "dediffusion", *command, *resume_flags(name, args.out_dir)]
-        print(f"{name}: {shlex.join(argv)}", flush=True)
-        start = time.perf_counter()
-        result = subprocess.run(argv)
-        seconds = time.perf_counter() - start
-        if result.returncode != 0:
-            sys.exit(f"{name} failed (exit {result.returncode}); rerun this command to continue from its checkpoints")
-        rows.append({"artifact": name, "seconds": seconds, "ran_here": True, "command": command})
-    total = sum(row["seconds"] or 0.0 for row in rows)
-    record = {**provenance(), "threads": args.threads, "out_dir": str(args.out_dir), "rows": rows, "total_s": total}
+def write_report(args, rows: list[dict]) -> None:
+    """The results so far (written after every artifact, so an interrupted chain keeps what finished)."""
+    finished = [row for row in rows if row["seconds"] is not None]
+    total = sum(row["seconds"] for row in finished)
+    complete = len(finished) == len(rows) == len(chain(args.out_dir, args.threads))
+    record = {
+        **provenance(), "threads": args.threads, "out_dir": str(args.out_dir), "rows": rows, "total_s": total,
+        "complete": complete,
+    }  # fmt: skip
     lines = [
         f"# Every bundled world artifact reproduced from scratch, one after another ({args.threads} threads)",
         "",
         "| artifact | wall time (min) | command |",
         "|---|---|---|",
     ]
+    notes = {"ran": "", "recorded": " (from its own record: an earlier run)", "not run": "not run"}
     for row in rows:
-        minutes = "?" if row["seconds"] is None else f"{row['seconds'] / 60:.1f}"
-        note = "" if row["ran_here"] else " (an earlier run's own record)"
-        lines.append(f"| {row['artifact']} | {minutes}{note} | `dediffusion {shlex.join(row['command'])}` |")
-    lines += ["", f"Total: {total / 60:.1f} minutes.", *provenance_lines(record)]
+        minutes = "" if row["seconds"] is None else f"{row['seconds'] / 60:.1f}"
+        command = f"`dediffusion {shlex.join(row['command'])}`"
+        lines.append(f"| {row['artifact']} | {minutes}{notes[row['status']]} | {command} |")
+    summary = "Total" if complete else "Not complete; the finished artifacts together"
+    lines += ["", f"{summary}: {total / 60:.1f} minutes.", *provenance_lines(record)]
     write_results(args.out, args.name, record, "\n".join(lines))
+
+
+def main() -> None:
+    parser = benchmark_parser(__doc__)
+    parser.add_argument("out_dir", type=Path, help="folder for the reproduced artifacts")
+    parser.add_argument("--name", default="reproduce_world", help="results file name")
+    parser.add_argument("--report", action="store_true", help="run nothing: report what OUT_DIR holds")
+    parser.set_defaults(threads=2)
+    args = parse_args(parser)
+    rows = []
+    for name, command, done in chain(args.out_dir, args.threads):
+        row = {"artifact": name, "command": command}
+        if done.exists():
+            rows.append({**row, "seconds": recorded_seconds(done), "status": "recorded"})
+            print(f"{name}: already there ({done}), skipped", flush=True)
+            continue
+        if args.report:
+            rows.append({**row, "seconds": None, "status": "not run"})
+            continue
+        argv = [sys.executable, "-m", "dediffusion", *command, *resume_flags(name, args.out_dir)]
+        print(f"{name}: {shlex.join(argv)}", flush=True)
+        start = time.perf_counter()
+        result = subprocess.run(argv)
+        if result.returncode != 0:
+            sys.exit(f"{name} failed (exit {result.returncode}); rerun this command to continue from its checkpoints")
+        rows.append({**row, "seconds": time.perf_counter() - start, "status": "ran"})
+        write_report(args, rows)
+    write_report(args, rows)
 
 
 if __name__ == "__main__":

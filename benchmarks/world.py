@@ -118,8 +118,8 @@ def measured_reproduction(path: Path = REPRODUCTION) -> dict | None:
         return None
     record = json.loads(path.read_text())
     rows = {row["artifact"]: row for row in record["rows"]}
-    if not all(row["ran_here"] for row in rows.values()):
-        return None  # a resumed chain did not time every command itself
+    if not record.get("complete") or not all(row["status"] == "ran" for row in rows.values()):
+        return None  # unfinished, or resumed: the chain did not time every command itself
     return {"encoder": rows["world_encoder"]["seconds"] / 60, "total": record["total_s"] / 60, "date": record["date"]}
 
 
