@@ -113,14 +113,15 @@ def reproduction_minutes(times: dict[str, float]) -> float:
 
 def measured_reproduction(path: Path = REPRODUCTION) -> dict | None:
     """`benchmarks/reproduce_world.py`'s record, if that chain ran here to the end: every artifact's
-    command one after another, each timed as it ran ({"encoder": min, "total": min, "date": ...})."""
+    command one after another, each timed as it ran ({"encoder": min, "total": min, "threads", "date"})."""
     if not path.exists():
         return None
     record = json.loads(path.read_text())
     rows = {row["artifact"]: row for row in record["rows"]}
     if not record.get("complete") or not all(row["status"] == "ran" for row in rows.values()):
         return None  # unfinished, or resumed: the chain did not time every command itself
-    return {"encoder": rows["world_encoder"]["seconds"] / 60, "total": record["total_s"] / 60, "date": record["date"]}
+    minutes = {"encoder": rows["world_encoder"]["seconds"] / 60, "total": record["total_s"] / 60}
+    return {**minutes, "threads": record["threads"], "date": record["date"]}
 
 
 def acceptance(record: dict) -> list[dict]:
@@ -134,7 +135,7 @@ def acceptance(record: dict) -> list[dict]:
     chain = record.get("reproduction")
     if chain:
         encoder, together = chain["encoder"], chain["total"]
-        how = f"one after another on 2 threads, reproduce_world.md of {chain['date'][:10]}"
+        how = f"one after another on {chain['threads']} threads, reproduce_world.md of {chain['date'][:10]}"
     else:
         encoder, together, how = times["world_encoder"], reproduction_minutes(times), "decoders side by side"
     checks = [
