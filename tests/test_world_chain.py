@@ -46,8 +46,8 @@ TRAIN = [
     "train.learning_rate=0.003",
     "train.warmup_steps=10",
     "tokens.init_text=a a a a a a a a",  # the preset's starting text, at 8 tokens
-    "sleep.steps=60",
-    "sleep.pairs=512",
+    "sleep.steps=300",
+    "sleep.pairs=1024",
     "sleep.batch_size=32",
     "sleep.num_inference_steps=5",
 ]
@@ -75,7 +75,7 @@ def fixed_loss(model, images, text_states):
 
 def test_world_chain_training_ran_and_logged_every_step(chain):
     losses = [json.loads(line)["loss"] for line in (chain / "run" / "metrics.jsonl").read_text().splitlines()]
-    assert len(losses) == 60 + 120 and all(0 < loss < 10 for loss in losses)
+    assert len(losses) == 300 + 120 and all(0 < loss < 10 for loss in losses)
     assert (chain / "run" / "final" / "model.safetensors").is_file()
 
 
@@ -91,9 +91,11 @@ def test_world_chain_text_beats_a_fresh_encoder(chain):
         empty_loss = fixed_loss(trained, images, trained.decoder.encode_text([""] * len(paths)))
         texts = trained.encode(images)
         others = fixed_loss(trained, images, trained.decoder.encode_text(texts[1:] + texts[:1]))
-    # the trained encoder's text lowers the loss below a fresh encoder's ("a a a ...", measured 0.1659
-    # vs 0.1695) and the empty prompt's (0.1695), and it is about its own image: each image with the
-    # next image's text does much worse (0.1914)
+    # the trained encoder's text lowers the loss below a fresh encoder's ("a a a ...") and the empty
+    # prompt's, and it is about its own image: each image with the next image's text does much worse.
+    # Measured on 1 thread (2026-12-04): 0.1279 vs fresh 0.1358, empty 0.1355, next image's text 0.1651;
+    # train.seed 1-4 gave 0.906-0.953 x fresh. With 60 sleep steps on 512 drawings the ratio ranged
+    # 0.965-1.0 over seeds and failed on this host (the encoder kept the starting text).
     assert trained_loss < 0.99 * fresh_loss, (trained_loss, fresh_loss)
     assert trained_loss < 0.99 * empty_loss, (trained_loss, empty_loss)
     assert trained_loss < 0.95 * others, (trained_loss, others)
