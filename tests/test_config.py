@@ -58,3 +58,12 @@ def test_bad_values_are_refused_with_a_clear_message(override, message):
 def test_unknown_preset_lists_the_bundled_ones():
     with pytest.raises(ConfigError, match="not found"):
         load_config("no-such-preset")
+
+
+def test_a_config_file_with_a_setting_this_version_lacks_is_named_in_the_error(tmp_path):
+    path = tmp_path / "config.yaml"
+    path.write_text("train:\n  steps: 5\n  repeat_penalty: 0.0\n")
+    with pytest.raises(ConfigError, match=r"config\.yaml: unknown TrainConfig keys \['repeat_penalty'\]"):
+        load_config(str(path))
+    path.write_text("train:\n  steps: 5\n")
+    assert load_config(str(path), ["train.batch_size=4"]).train.steps == 5

@@ -172,13 +172,22 @@ def load_config(preset: str | None = None, overrides: list[str] | None = None) -
 
 
 def read_preset(preset: str) -> dict[str, Any]:
+    """The preset's settings; a file this version cannot read is named in the error."""
     path = Path(preset)
     if not path.suffix:
         path = PRESETS_DIR / f"{preset}.yaml"
     if not path.is_file():
         names = sorted(p.stem for p in PRESETS_DIR.glob("*.yaml"))
         raise ConfigError(f"preset {preset!r} not found: give a YAML file or one of {names}")
-    return yaml.safe_load(path.read_text()) or {}
+    data = yaml.safe_load(path.read_text()) or {}
+    try:
+        from_dict(data)
+    except ConfigError as error:
+        raise ConfigError(
+            f"{path}: {error}. Fix or remove the setting; a file written by another dediffusion version "
+            "may hold settings this one does not have"
+        ) from None
+    return data
 
 
 def save_config(config: Config, path: Path) -> None:
