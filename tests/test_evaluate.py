@@ -124,13 +124,16 @@ def test_draw_dtype_auto_takes_bfloat16_only_where_the_hardware_computes_it(monk
     import torch
 
     from dediffusion.eval import suite
+    from dediffusion.records import machine_summary
 
     for flag in ("_is_avx512_bf16_supported", "_is_amx_tile_supported"):
         monkeypatch.setattr(torch.cpu, flag, lambda: False)
     assert not suite.native_bfloat16(torch.device("cpu"))
     assert suite.resolve_draw_dtype("auto") == torch.float32
+    assert "AMX" not in machine_summary()
     monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: True)
     assert suite.native_bfloat16(torch.device("cpu")) and suite.resolve_draw_dtype("auto") == torch.bfloat16
+    assert machine_summary().endswith(f"AMX; torch {torch.__version__}")  # results record the bfloat16 hardware
     assert not suite.native_bfloat16(torch.device("meta"))
     assert suite.resolve_draw_dtype("float32") == torch.float32  # asked for by name: taken as it is
     with pytest.raises(ValueError, match="auto, float32 or bfloat16, not 'float16'"):

@@ -11,6 +11,7 @@ import logging
 from pathlib import Path
 
 from ..atomic import atomic_write_bytes
+from ..records import cpu_description
 
 logger = logging.getLogger(__name__)
 
@@ -23,6 +24,7 @@ def machine_info() -> dict:
 
     return {
         "processor": platform.processor() or platform.machine(),
+        "cpu": cpu_description(),
         "uname": " ".join(platform.uname()),
         "python": platform.python_version(),
         "torch": torch.__version__,

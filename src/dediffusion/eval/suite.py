@@ -31,6 +31,7 @@ import torch
 from ..assets import resolve
 from ..models.decoder import TextToImageDecoder
 from ..models.dediffusion import DeDiffusion
+from ..records import cpu_bfloat16_units
 from .frechet import EffNetFeatures
 from .grid import save_grid
 from .prompt_inversion import invert_prompts
@@ -287,9 +288,7 @@ def native_bfloat16(device: torch.device) -> bool:
         return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
     if device.type != "cpu":
         return False
-    cpu = torch.cpu
-    checks = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")  # private torch helpers: a missing one is False
-    return any(getattr(cpu, check, lambda: False)() for check in checks)
+    return bool(cpu_bfloat16_units())
 
 
 def _guidance_of_best(best: dict) -> float:
