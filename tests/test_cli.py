@@ -31,6 +31,11 @@ def test_encode_writes_jsonl_with_path_text_and_tokens(model_dir, quadrant_folde
     assert len(records) == 8 and {"path", "text", "tokens"} <= set(records[0])
     model = DeDiffusion.from_pretrained(model_dir).eval()
     assert all(model.decoder.decode_tokens(torch.tensor([r["tokens"]]))[0] == r["text"] for r in records)
+    unique = tmp_path / "unique.jsonl"
+    assert main(["encode", str(quadrant_folder), "--model", str(model_dir), "-o", str(unique), "--unique-words"]) == 0
+    rows = [json.loads(line) for line in unique.read_text().splitlines()]
+    assert [r["tokens"] for r in rows] == [r["tokens"] for r in records]  # the tokens as written, always
+    assert [r["text"] for r in rows] == [model.texts_of(torch.tensor([r["tokens"]]), True)[0] for r in records]
 
 
 def test_encode_plain_text_to_stdout(model_dir, quadrant_folder, capsys):

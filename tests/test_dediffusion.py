@@ -6,7 +6,7 @@ import torch
 from conftest import VARIANT_IDS, VARIANTS, micro, tiny_config
 
 from dediffusion.models.decoder import TextToImageDecoder
-from dediffusion.models.dediffusion import CheckpointMismatchError, DeDiffusion
+from dediffusion.models.dediffusion import CheckpointMismatchError, DeDiffusion, unique_words_of
 from dediffusion.models.micro import build_micro_decoder
 
 
@@ -84,6 +84,25 @@ def test_encode_writes_only_allowed_words():
     texts = model.encode(torch.rand(3, 3, 8, 8) * 2 - 1)
     assert len(texts) == 3
     assert all(len(t.split()) == 4 and set(t.split()) <= {"red", "green", "blue", "yellow"} for t in texts)
+
+
+def test_unique_words_keeps_each_word_once_in_first_order_and_drops_the_filler():
+    text = "left a a red left a red blue red"
+    assert unique_words_of(text, ["a"]) == "left red blue"
+    assert unique_words_of(text) == "left a red blue"
+    assert unique_words_of("a a a", ["a"]) == ""
+
+
+def test_encode_with_unique_words_drops_the_starting_texts_first_word():
+    model = DeDiffusion(tiny_config("", "", "tokens.init_text=red", "tokens.init_logit=0.5"), micro()).eval()
+    images = torch.rand(6, 3, 8, 8) * 2 - 1
+    written = model.encode(images)
+    assert any("red" in t.split() for t in written)  # the filler is written somewhere, so dropping it shows
+    expected = [unique_words_of(t, ["red"]) for t in written]
+    assert model.encode(images, unique_words=True) == expected
+    assert all("red" not in t.split() and len(set(t.split())) == len(t.split()) for t in expected)
+    plain = DeDiffusion(tiny_config(), micro()).eval()
+    assert plain.encode(images, unique_words=True) == [unique_words_of(t) for t in plain.encode(images)]
 
 
 def test_save_then_load_gives_the_same_texts(tmp_path, micro_decoder_dir):

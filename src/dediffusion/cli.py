@@ -68,6 +68,11 @@ def add_encode(commands) -> None:
         default="jsonl",
         help='jsonl: {"path", "text", "tokens"} per line; text: one text per line',
     )
+    parser.add_argument(
+        "--unique-words",
+        action="store_true",
+        help="write each word once and drop the filler word (the form for other text-to-image models)",
+    )
     parser.set_defaults(handler=run_encode)
 
 
@@ -337,7 +342,7 @@ def run_encode(args) -> int:
     model, errors, lines = load_model(args), [], []
     for paths, images in iterate_batches(model, args.paths, args.batch_size, errors):
         tokens = model.encode_tokens(images)
-        texts = model.decoder.decode_tokens(tokens)
+        texts = model.texts_of(tokens, args.unique_words)
         for path, text, ids in zip(paths, texts, tokens.tolist()):
             record = {"path": str(path), "text": text, "tokens": ids}
             lines.append(json.dumps(record) if args.format == "jsonl" else text)

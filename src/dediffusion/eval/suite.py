@@ -40,6 +40,7 @@ from .scene_accuracy import objects_per_image
 
 logger = logging.getLogger(__name__)
 
+UNIQUE = "De-Diffusion, unique words"  # the text with each word once, the filler dropped (`DeDiffusion.encode`)
 NEEDS_ANSWER_KEY = "needs the world's answer key: run on world images (no --images) to get it"
 
 
@@ -133,7 +134,7 @@ def prompt_sources(model: DeDiffusion, inputs: Inputs, settings: EvaluationSetti
         seeds=range(settings.seed, settings.seed + len(images)),
     )
     invert_s = time.perf_counter() - start
-    sources = {"De-Diffusion": texts, "prompt inversion": inversion.texts}
+    sources = {"De-Diffusion": texts, UNIQUE: model.encode(images, unique_words=True), "prompt inversion": inversion.texts}
     if inputs.scenes is not None:
         from ..world import describe, human_caption
 

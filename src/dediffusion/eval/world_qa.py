@@ -2,7 +2,7 @@
 
 `world_qa(model, settings)` asks every question of `questions(scene)` about the first
 ``settings.qa_scenes`` test scenes, with the picture given as: nothing (blind), the human-style
-caption, the De-Diffusion text, or the full description. Zero-shot, and few-shot with
+caption, the De-Diffusion text (as written, and its unique-words form), or the full description. Zero-shot, and few-shot with
 ``settings.qa_shots`` solved examples whose pictures come from training scenes *through the same
 source* (De-Diffusion examples show De-Diffusion text), one example per question kind in turn.
 Scores are calibrated against the context-free prior (`eval/qa.py`). Accuracy overall and per
@@ -21,7 +21,7 @@ from .qa import QAItem, answer_questions
 
 logger = logging.getLogger(__name__)
 
-QA_SOURCES = ("blind", "human", "De-Diffusion", "description")
+QA_SOURCES = ("blind", "human", "De-Diffusion", "De-Diffusion, unique words", "description")
 EXAMPLE_SEED = 7  # training scenes the few-shot examples are drawn from
 
 
@@ -81,12 +81,15 @@ def score_answers(items: Sequence[QAItem], answers: Sequence[str], kinds: Sequen
 
 
 def _source_texts(model) -> dict[str, Callable[[Sequence], list[str]]]:
-    def encoded(scenes):
-        return model.encode(render_batch(scenes, size=model.decoder.resolution)) if scenes else []
+    def encoded(scenes, unique_words=False):
+        if not scenes:
+            return []
+        return model.encode(render_batch(scenes, size=model.decoder.resolution), unique_words=unique_words)
 
     return {
         "blind": lambda scenes: [""] * len(scenes),
         "human": lambda scenes: [human_caption(s) for s in scenes],
         "De-Diffusion": encoded,
+        "De-Diffusion, unique words": lambda scenes: encoded(scenes, unique_words=True),
         "description": lambda scenes: [describe(s) for s in scenes],
     }

@@ -5,7 +5,8 @@
 images (or, with `train.estimator: search`, a cross-entropy toward searched words). Given `texts`,
 the token ids the decoder drew the images from (the sleep phase, models/sleep.py), "loss" is the
 cross-entropy toward them instead, matched position by position. Only `encoder` trains.
-`encode(images)` writes text (argmax tokens). A trained model is a
+`encode(images)` writes text (argmax tokens; `unique_words=True`: each word once, the filler dropped,
+see `unique_words`). A trained model is a
 folder: `config.yaml`, `model.safetensors` (encoder weights and vocabulary mask) and
 `decoder.json` (where the decoder was and the fingerprint of its vocabulary).
 """
@@ -136,9 +137,18 @@ class DeDiffusion(nn.Module):
         return hard_tokens(self.logits(images))
 
     @torch.no_grad()
-    def encode(self, images: torch.Tensor) -> list[str]:
-        """Images (B, 3, H, W) in [-1, 1] -> one text per image."""
-        return self.decoder.decode_tokens(self.encode_tokens(images))
+    def encode(self, images: torch.Tensor, unique_words: bool = False) -> list[str]:
+        """Images (B, 3, H, W) in [-1, 1] -> one text per image: the argmax tokens as the decoder's
+        tokenizer spells them, or with `unique_words` their `unique_words` form."""
+        return self.texts_of(self.encode_tokens(images), unique_words)
+
+    def texts_of(self, tokens: torch.Tensor, unique_words: bool = False) -> list[str]:
+        """The texts of token ids (B, N) this model wrote (see `encode`)."""
+        texts = self.decoder.decode_tokens(tokens)
+        if not unique_words:
+            return texts
+        filler = self.config.tokens.init_text.split()[:1]
+        return [unique_words_of(text, filler) for text in texts]
 
     @torch.no_grad()
     def reconstruct(
@@ -189,6 +199,22 @@ class DeDiffusion(nn.Module):
         model = cls(config, decoder, vocab_mask=state.pop("vocab_mask"))
         load_encoder_state(model.encoder, state, path)
         return model.to(device)
+
+
+def unique_words_of(text: str, drop: Sequence[str] = ()) -> str:
+    """`text` with each word once, where it first occurs, and without the words in `drop`.
+
+    The text form for decoders other than the one the encoder was trained against. An encoder writes
+    a fixed number of tokens: its filler (the first word of `tokens.init_text`, what its starting text
+    holds where it says nothing) wherever it has nothing to say, and repeats of the words its decoder
+    weighs most. Another decoder may read each repeat as one more object; this form says each fact once.
+    """
+    dropped, seen, words = set(drop), set(), []
+    for word in text.split():
+        if word not in dropped and word not in seen:
+            seen.add(word)
+            words.append(word)
+    return " ".join(words)
 
 
 def save_encoder_files(model: DeDiffusion, folder: Path) -> None:
