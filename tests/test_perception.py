@@ -6,7 +6,6 @@ import pytest
 import torch
 
 from dediffusion.cli import main
-from dediffusion.eval.scene_accuracy import scene_accuracy
 from dediffusion.world import render_batch, test_scenes, train_scenes
 from dediffusion.world.perception import (
     IGNORE,
@@ -16,6 +15,7 @@ from dediffusion.world.perception import (
     scene_targets,
     train_perception,
 )
+from dediffusion.world.scoring import scene_accuracy
 
 TINY = PerceptionConfig(channels=(8, 16), hidden=16)
 

@@ -3,7 +3,9 @@
 import pytest
 import torch
 
-from dediffusion.eval.reconstruction import best_over_sweep, generate_from_prompts, score_prompt_sources
+from dediffusion.eval.reconstruction import best_over_sweep, score_prompt_sources
+from dediffusion.models.sampling import generate_from_prompts
+from dediffusion.world.scoring import WorldScorer
 
 
 class EchoDecoder:
@@ -42,7 +44,8 @@ def test_copying_source_scores_perfectly_and_the_other_does_not(references):
     decoder = EchoDecoder(references)
     sources = {"copy": [f"copy {i}" for i in range(6)], "flip": [f"flip {i}" for i in range(6)]}
     scenes = [{"background": "bright", "objects": []}] * 6
-    cells = score_prompt_sources(decoder, sources, references, [1.0, 3.0], 5, features, scenes, read_scenes)
+    scorer = WorldScorer(read_scenes)
+    cells = score_prompt_sources(decoder, sources, references, [1.0, 3.0], 5, features, scenes, scorer)
     for scale in ("1.0", "3.0"):
         assert cells["copy"][scale]["fd_effnet"] == pytest.approx(0.0, abs=1e-6)
         assert cells["copy"][scale]["scene_accuracy"] == 1.0
@@ -62,7 +65,7 @@ def test_accuracy_by_kind_splits_the_facts_a_redraw_gets_wrong(references):
         return [{**scenes[0], "objects": [{**scenes[0]["objects"][0], "shape": "square"}]} for _ in images]
 
     cells = score_prompt_sources(EchoDecoder(references), {"copy": [f"copy {i}" for i in range(6)]}, references,
-                                 [1.0], 5, features, scenes, reads_a_square)  # fmt: skip
+                                 [1.0], 5, features, scenes, WorldScorer(reads_a_square))  # fmt: skip
     by_kind = cells["copy"]["1.0"]["accuracy_by_kind"]
     assert cells["copy"]["1.0"]["objects_per_image"] == 1.0  # the reader found one object in each redraw
     assert best_over_sweep(cells)["copy"]["objects_per_image"] == 1.0

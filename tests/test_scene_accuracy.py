@@ -4,7 +4,8 @@ from dataclasses import replace
 
 import pytest
 
-from dediffusion.eval.scene_accuracy import (
+from dediffusion.world import Object, Scene
+from dediffusion.world.scoring import (
     accuracy_by_kind,
     count_facts,
     fact_accuracy,
@@ -13,7 +14,6 @@ from dediffusion.eval.scene_accuracy import (
     scene_accuracy,
     scene_facts,
 )
-from dediffusion.world import Object, Scene
 
 RED_CIRCLE = Object("circle", "red", "small", row=0, col=0, dx=0.05, shade=-0.1)
 BLUE_SQUARE = Object("square", "blue", "large", row=1, col=1)

@@ -85,8 +85,7 @@ class TrainConfig:
     log_every: int = 10
     sample_every: int = 0  # 0: never write sample grids
     num_samples: int = 4
-    mixed_precision: str = "no"  # "no", "bf16", "fp16": for GPUs; on a CPU, bf16 halved the speed of wake steps
-    # (benchmarks/results/mixed_precision_cpu.md)
+    mixed_precision: str = "no"  # "no", "bf16", "fp16": for GPUs (on a CPU bf16 autocast slows training)
     gradient_checkpointing: bool = False
 
 
@@ -100,9 +99,9 @@ class SleepConfig:
     density: float = 0.4  # the largest fraction of a prior text's positions that hold a random word
     guidance_scale: float = 3.0
     num_inference_steps: int = 10
-    timestep_spacing: str = ""  # DDIM spacing of the drawing; "": the decoder scheduler's ("trailing" is
-    # better at few steps, benchmarks/results/sampler.md)
-    draw_dtype: str = "float32"  # "bfloat16": draw under autocast (sampler.md: same accuracy, 15% less time)
+    timestep_spacing: str = ""  # DDIM spacing of the drawing; "": the decoder scheduler's ("trailing" starts
+    # from pure noise, which matters at few steps)
+    draw_dtype: str = "float32"  # "bfloat16": draw under autocast (faster where the hardware has bfloat16 units)
     batch_size: int = 128
     learning_rate: float = 1e-3
 

@@ -16,8 +16,8 @@ def machine_summary() -> str:
 def cpu_description() -> str:
     """The CPU model and the vector units torch uses on it, e.g. 'AMD EPYC; AVX512, AVX512-BF16'.
 
-    Recorded because training outcomes move with them: the same config and seed gave the world encoder
-    45.4% on one host and 34.4% on another (README, reproduction)."""
+    Recorded because training outcomes move with them: the same config and seed can train a different
+    encoder on another CPU (docs/research.md)."""
     import torch
 
     model = platform.processor() or platform.machine()

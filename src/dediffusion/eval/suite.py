@@ -12,9 +12,10 @@
 - ``qa``: question answering with a text-only LLM (``llm``), blind / human / De-Diffusion /
   description, zero-shot and few-shot, with its wall time.
 
-Images are the first ``num_images`` scenes of the world's fixed test split, or a user's folder
-(``images``): sections that need the world's answer key (scene accuracy, few-shot, QA) then say so
-instead of failing. Image i is drawn with seed ``seed + i`` for every prompt source.
+Images come from a task (`data.task.Task`; the world's fixed test split through
+`dediffusion.world.evaluation.WorldTask`), which also supplies the answer key, or from a user's folder
+(``images``): sections that need an answer key (scene accuracy, few-shot, QA) then say so instead of
+failing. Image i is drawn with seed ``seed + i`` for every prompt source.
 """
 
 from __future__ import annotations
@@ -29,19 +30,19 @@ from pathlib import Path
 import torch
 
 from ..assets import resolve
+from ..data.grid import save_grid
+from ..data.task import LabelledSet, Task
 from ..models.decoder import TextToImageDecoder
 from ..models.dediffusion import DeDiffusion
-from ..records import cpu_bfloat16_units
+from ..models.sampling import generate_from_prompts, resolve_draw_dtype
 from .frechet import EffNetFeatures
-from .grid import save_grid
 from .prompt_inversion import invert_prompts
-from .reconstruction import best_over_sweep, generate_from_prompts, score_prompt_sources
-from .scene_accuracy import objects_per_image
+from .reconstruction import best_over_sweep, score_prompt_sources
 
 logger = logging.getLogger(__name__)
 
 UNIQUE = "De-Diffusion, unique words"  # the text with each word once, the filler dropped (`DeDiffusion.encode`)
-NEEDS_ANSWER_KEY = "needs the world's answer key: run on world images (no --images) to get it"
+NEEDS_ANSWER_KEY = "needs an answer key: run on world images (no --images) to get it"
 
 
 @dataclass(frozen=True)
@@ -52,8 +53,8 @@ class EvaluationSettings:
     num_images: int = 100
     guidance_scales: tuple[float, ...] = (1.0, 2.0, 4.0)  # 1: no classifier-free guidance
     num_inference_steps: int = 20
-    draw_dtype: str = "auto"  # "bfloat16": redraw under autocast (README: 846 s against 1357 s in float32); "auto":
-    # bfloat16 where the hardware computes it natively (a CUDA GPU with bf16, a CPU with AVX512-BF16/AMX), else float32
+    draw_dtype: str = "auto"  # "bfloat16": redraw under autocast; "auto": bfloat16 where the hardware computes it
+    # natively (a CUDA GPU with bf16, a CPU with AVX512-BF16/AMX), else float32
     inversion_steps: int = 150
     ablation_models: tuple[str, ...] = ()
     few_shot_scenes: int = 1000
@@ -65,47 +66,43 @@ class EvaluationSettings:
     seed: int = 0
 
 
-@dataclass
-class Inputs:
-    images: torch.Tensor  # (N, 3, H, W) in [-1, 1]
-    scenes: list | None  # the true scene of each image (world only)
+def run_evaluation(settings: EvaluationSettings, out_dir: Path, task: Task | None = None) -> dict:
+    """Every section of the report as one record (see the module docstring); grids go to `out_dir`.
 
-
-def run_evaluation(settings: EvaluationSettings, out_dir: Path) -> dict:
-    """Every section of the report as one record (see the module docstring); grids go to `out_dir`."""
+    `task` supplies the images and their answer key unless `settings.images` names a folder."""
     start = time.perf_counter()
     model = DeDiffusion.from_pretrained(settings.model).eval()
     decoders = {"decoder_a": model.decoder}
     if settings.decoder_b:
         decoders["decoder_b"] = TextToImageDecoder.from_pretrained(settings.decoder_b)
-    inputs = load_inputs(settings, model.decoder.resolution)
+    task = None if settings.images else task
+    inputs = load_inputs(settings, model.decoder.resolution, task)
     used = resolve_draw_dtype(settings.draw_dtype, model.decoder.device)
     settings = replace(settings, draw_dtype=str(used).removeprefix("torch."))  # the record names it, never "auto"
-    features, read_scenes = EffNetFeatures(), _scene_reader(inputs)
-    record: dict = {"settings": asdict(settings), "num_images": len(inputs.images), "world": inputs.scenes is not None}
-    if inputs.scenes is not None:
-        record["objects_per_image"] = objects_per_image(inputs.scenes)
+    features, scorer = EffNetFeatures(), task.scorer if task else None
+    record: dict = {"settings": asdict(settings), "num_images": len(inputs.images), "world": task is not None}
+    if task is not None:
+        record.update(scorer.summarize(inputs.truths))
     sources, cost = prompt_sources(model, inputs, settings)
     record["texts"] = {name: texts[:10] for name, texts in sources.items()}
     record["reconstruction"] = {
-        key: _scored(decoder, sources, inputs, features, read_scenes, settings) for key, decoder in decoders.items()
+        key: _scored(decoder, sources, inputs, features, scorer, settings) for key, decoder in decoders.items()
     }
     record["cost"] = cost_section(cost, record["reconstruction"]["decoder_a"]["best"])
-    record["token_ablation"] = ablation_section(model, decoders, inputs, features, read_scenes, settings, record)
-    record["few_shot"] = few_shot_section(model, settings, inputs.scenes is not None)
+    record["token_ablation"] = ablation_section(model, decoders, inputs, features, scorer, settings, record, task)
+    record["few_shot"] = few_shot_section(model, settings, task)
     record["grids"] = write_grids(Path(out_dir), decoders, inputs, sources, record["reconstruction"], settings)
     record["wall_time_s"] = time.perf_counter() - start
-    record["qa"] = qa_section(model, settings, inputs.scenes is not None)
+    record["qa"] = qa_section(model, settings, task)
     return record
 
 
-def load_inputs(settings: EvaluationSettings, size: int) -> Inputs:
-    """The world's first test scenes, rendered; or the first readable images of the user's folder."""
+def load_inputs(settings: EvaluationSettings, size: int, task: Task | None) -> LabelledSet:
+    """The task's first test images with their answer key; or the first readable images of the user's folder."""
     if settings.images is None:
-        from ..world import render_batch, test_scenes
-
-        scenes = test_scenes(settings.num_images)
-        return Inputs(render_batch(scenes, size=size), scenes)
+        if task is None:
+            raise ValueError("no images to evaluate: give a folder (--images) or a task")
+        return task.test_set(settings.num_images, size)
     from ..data.images import ImageFolder, load_batch
 
     dataset = ImageFolder([settings.images], size)
@@ -115,10 +112,10 @@ def load_inputs(settings: EvaluationSettings, size: int) -> Inputs:
         logger.warning("skipped %s", error)
     if len(loaded) < 2:
         raise ValueError(f"{settings.images}: need at least 2 readable images to compare distributions")
-    return Inputs(images, None)
+    return LabelledSet(images, [])
 
 
-def prompt_sources(model: DeDiffusion, inputs: Inputs, settings: EvaluationSettings) -> tuple[dict, dict]:
+def prompt_sources(model: DeDiffusion, inputs: LabelledSet, settings: EvaluationSettings) -> tuple[dict, dict]:
     """{source: one text per image} and the timing of the encoder and of per-image optimisation."""
     images, num_tokens = inputs.images, model.config.encoder.num_tokens
     encode_s = _best_time(lambda: model.encode_tokens(images))
@@ -134,12 +131,12 @@ def prompt_sources(model: DeDiffusion, inputs: Inputs, settings: EvaluationSetti
         seeds=range(settings.seed, settings.seed + len(images)),
     )
     invert_s = time.perf_counter() - start
-    sources = {"De-Diffusion": texts, UNIQUE: model.encode(images, unique_words=True), "prompt inversion": inversion.texts}
-    if inputs.scenes is not None:
-        from ..world import describe, human_caption
-
-        sources["description"] = [describe(s) for s in inputs.scenes]
-        sources["human"] = [human_caption(s) for s in inputs.scenes]
+    sources = {
+        "De-Diffusion": texts,
+        UNIQUE: model.encode(images, unique_words=True),
+        "prompt inversion": inversion.texts,
+    }
+    sources.update(inputs.reference_texts)
     sources["random tokens"] = random_token_texts(model, len(images), settings.seed)
     sources["empty"] = [""] * len(images)
     cost = {"encoder_images_per_s": len(images) / encode_s, "inversion_images_per_s": len(images) / invert_s}
@@ -162,7 +159,7 @@ def cost_section(cost: dict, best_a: dict) -> dict:
     return {**cost, "speedup": ratio, "scene_accuracy_a": quality}
 
 
-def ablation_section(model, decoders, inputs, features, read_scenes, settings, record) -> list[dict]:
+def ablation_section(model, decoders, inputs, features, scorer, settings, record, task) -> list[dict]:
     """Reconstruction (at each decoder's best De-Diffusion guidance) and few-shot accuracy per token budget."""
     rows = []
     chosen = {k: _guidance_of_best(r["best"]["De-Diffusion"]) for k, r in record["reconstruction"].items()}
@@ -173,10 +170,10 @@ def ablation_section(model, decoders, inputs, features, read_scenes, settings, r
         for key, decoder in decoders.items():
             cells = record["reconstruction"][key]["cells"] if other is model else score_prompt_sources(
                 decoder, texts, inputs.images, [chosen[key]], settings.num_inference_steps, features,
-                inputs.scenes, read_scenes, settings.seed, resolve_draw_dtype(settings.draw_dtype),
+                inputs.truths or None, scorer, settings.seed, resolve_draw_dtype(settings.draw_dtype),
             )  # the main encoder's redraws are those of the reconstruction table  # fmt: skip
             row[key] = cells["De-Diffusion"][str(float(chosen[key]))]
-        row["few_shot"] = few_shot_section(other, settings, inputs.scenes is not None, sources=("De-Diffusion",))
+        row["few_shot"] = few_shot_section(other, settings, task, sources=("De-Diffusion",))
         rows.append(row)
     return sorted(rows, key=lambda r: r["num_tokens"])
 
@@ -191,45 +188,43 @@ def training_steps(path, model) -> dict[str, int]:
     return {"steps": int(model.config.train.steps), "sleep_steps": int(model.config.sleep.steps)}
 
 
-def few_shot_section(model, settings, world: bool, sources=("De-Diffusion", "human", "description", "blind")) -> dict:
-    """5-way 1-shot accuracy of the main object's shape and colour, from each source's text."""
-    if not world:
+def few_shot_section(
+    model, settings, task: Task | None, sources=("De-Diffusion", "human", "description", "blind")
+) -> dict:
+    """5-way 1-shot accuracy of each labelled attribute (the world: the main object's shape and colour),
+    from each source's text."""
+    if task is None:
         return {"skipped": NEEDS_ANSWER_KEY}
-    from ..world import describe, human_caption, render_batch, test_scenes
     from .fewshot import few_shot_accuracy
 
-    scenes = [s for s in test_scenes(settings.few_shot_scenes) if len(s.objects) == 1]
+    labelled = task.few_shot_set(settings.few_shot_scenes, model.decoder.resolution)
     makers = {
-        "De-Diffusion": lambda: model.encode(render_batch(scenes, size=model.decoder.resolution)),
-        "human": lambda: [human_caption(s) for s in scenes],
-        "description": lambda: [describe(s) for s in scenes],
-        "blind": lambda: [""] * len(scenes),
+        "De-Diffusion": lambda: model.encode(labelled.images),
+        "blind": lambda: [""] * len(labelled.images),
+        **{name: (lambda texts=texts: texts) for name, texts in labelled.reference_texts.items()},
     }
     embed = _sentence_embedder()
-    out: dict = {"num_scenes": len(scenes), "ways": 5, "shots": 1, "episodes": settings.few_shot_episodes}
+    out: dict = {"num_scenes": len(labelled.images), "ways": 5, "shots": 1, "episodes": settings.few_shot_episodes}
     for source in sources:
         embeddings = embed(makers[source]())
         out[source] = {
-            attribute: few_shot_accuracy(
-                embeddings, [getattr(s.objects[0], attribute) for s in scenes],
-                episodes=settings.few_shot_episodes, seed=settings.seed,
-            )
-            for attribute in ("shape", "color")
-        }  # fmt: skip
+            attribute: few_shot_accuracy(embeddings, labels, episodes=settings.few_shot_episodes, seed=settings.seed)
+            for attribute, labels in labelled.labels.items()
+        }
     return out
 
 
-def qa_section(model, settings, world: bool) -> dict:
-    """Question answering with a text-only LLM from each source's text; see `eval/qa.py`."""
+def qa_section(model, settings, task: Task | None) -> dict:
+    """Question answering with a text-only LLM from each source's text; see `eval/qa_suite.py`."""
     if settings.llm is None:
         return {"skipped": "no LLM chosen (--llm smollm2, a model folder or an http(s) URL)"}
-    if not world:
+    if task is None:
         return {"skipped": NEEDS_ANSWER_KEY}
     from ..llm import load_llm
-    from .world_qa import world_qa
+    from .qa_suite import qa_suite
 
     llm = load_llm(settings.llm, model=settings.llm_model)
-    return {"llm": settings.llm, **world_qa(model, llm, settings.qa_scenes, settings.qa_shots)}
+    return {"llm": settings.llm, **qa_suite(model, llm, task, settings.qa_scenes, settings.qa_shots)}
 
 
 def write_grids(out_dir: Path, decoders, inputs, sources, reconstruction, settings, n: int = 8) -> dict[str, str]:
@@ -248,20 +243,12 @@ def write_grids(out_dir: Path, decoders, inputs, sources, reconstruction, settin
     return grids
 
 
-def _scored(decoder, sources, inputs, features, read_scenes, settings) -> dict:
+def _scored(decoder, sources, inputs, features, scorer, settings) -> dict:
     cells = score_prompt_sources(
         decoder, sources, inputs.images, settings.guidance_scales, settings.num_inference_steps, features,
-        inputs.scenes, read_scenes, settings.seed, resolve_draw_dtype(settings.draw_dtype),
+        inputs.truths or None, scorer, settings.seed, resolve_draw_dtype(settings.draw_dtype),
     )  # fmt: skip
     return {"cells": cells, "best": best_over_sweep(cells)}
-
-
-def _scene_reader(inputs: Inputs):
-    if inputs.scenes is None:
-        return None
-    from ..world.perception import PerceptionModel
-
-    return PerceptionModel.load().predict
 
 
 @functools.cache
@@ -270,26 +257,6 @@ def _sentence_embedder():
     from .fewshot import SentenceEmbedder
 
     return SentenceEmbedder.from_package()
-
-
-def resolve_draw_dtype(name: str, device: str | torch.device = "cpu") -> torch.dtype:
-    """torch.float32 or torch.bfloat16 for `name` ("float32", "bfloat16" or "auto"). "auto" takes bfloat16
-    only where `device` computes it natively (elsewhere bfloat16 arithmetic is emulated)."""
-    if name == "auto":
-        return torch.bfloat16 if native_bfloat16(torch.device(device)) else torch.float32
-    if name not in ("float32", "bfloat16"):
-        raise ValueError(f"draw_dtype must be auto, float32 or bfloat16, not {name!r}")
-    return getattr(torch, name)
-
-
-def native_bfloat16(device: torch.device) -> bool:
-    """Whether `device` has bfloat16 arithmetic in hardware: a CUDA GPU that supports it, or a CPU with
-    AVX512-BF16 or AMX tiles."""
-    if device.type == "cuda":
-        return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
-    if device.type != "cpu":
-        return False
-    return bool(cpu_bfloat16_units())
 
 
 def _guidance_of_best(best: dict) -> float:

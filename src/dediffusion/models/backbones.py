@@ -254,8 +254,8 @@ class ConvBackbone(nn.Module):
     Stage i has ``channels[i]`` channels at stride 2 ** (i + 1) and ``blocks_per_stage`` residual blocks.
     Stage 0 is entered by a stride-2 3x3 stem conv, each later stage by GroupNorm + SiLU + a stride-2
     3x3 conv; the output gets a final GroupNorm + SiLU. Output stride is 2 ** len(channels): 32x32
-    images give 4x4 features with the default three stages. Nothing runs at full resolution: a
-    full-resolution stem (conv + norm + activation) took about 60% of the CPU time at 32x32.
+    images give 4x4 features with the default three stages. Nothing runs at full resolution, where a
+    stem would cost most of the CPU time.
     GroupNorm (not BatchNorm) makes each image's features independent of the rest of the batch, in
     training and eval alike.
     """

@@ -18,9 +18,7 @@ Contract:
 
 from __future__ import annotations
 
-import functools
 import hashlib
-import importlib
 import json
 import logging
 from collections.abc import Sequence
@@ -29,14 +27,12 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from .pipeline_folder import DecoderLoadError, LazyComponent, has_component, library_of, read_index
+from .vocabulary import vocabulary_mask
+
 logger = logging.getLogger(__name__)
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
-TOKEN_MARKERS = ("</w>", "Ġ", "▁", "##")
-
-
-class DecoderLoadError(ValueError):
-    """The decoder folder or hub id cannot be used."""
 
 
 class TextToImageDecoder(nn.Module):
@@ -93,11 +89,11 @@ class TextToImageDecoder(nn.Module):
         from ..assets import resolve
 
         source, path = str(path), resolve(path)
-        index = _read_index(path)
+        index = read_index(path)
         for name in ("tokenizer", "text_encoder", "unet", "scheduler"):
-            if not _has(index, name):
+            if not has_component(index, name):
                 raise DecoderLoadError(f"decoder '{path}' has no {name} in its model_index.json")
-        names = ("text_encoder", "unet", "scheduler") + (("vae",) if _has(index, "vae") else ())
+        names = ("text_encoder", "unet", "scheduler") + (("vae",) if has_component(index, "vae") else ())
         parts = {name: LazyComponent(path, name, index[name]) for name in names}
         if not lazy:
             parts = {name: part.load() for name, part in parts.items()}
@@ -117,7 +113,7 @@ class TextToImageDecoder(nn.Module):
         with atomic_folder(Path(path)) as tmp:
             for name in ("tokenizer", "text_encoder", "unet", "vae", "scheduler"):
                 part = getattr(self, name)
-                index[name] = [None, None] if part is None else [_library_of(part), type(part).__name__]
+                index[name] = [None, None] if part is None else [library_of(part), type(part).__name__]
                 if part is not None:
                     part.save_pretrained(tmp / name)
             index.update(safety_checker=[None, None], feature_extractor=[None, None], requires_safety_checker=False)
@@ -197,31 +193,9 @@ class TextToImageDecoder(nn.Module):
     def vocabulary_mask(
         self, exclude_punctuation: bool = True, allow: Sequence[str] = (), deny: Sequence[str] = ()
     ) -> torch.Tensor:
-        """Bool (V,): which tokens the encoder may write.
-
-        Special tokens are always excluded; tokens with no letter or digit are excluded when
-        `exclude_punctuation`; `allow` (if given) keeps only the listed words, `deny` removes words.
-        Words match a token with or without its word-boundary marker ('red' matches 'red</w>').
-        """
-        strings = self.token_strings()
-        bare = [_strip_markers(s) for s in strings]
-        mask = torch.tensor([bool(s) for s in strings])
-        mask[[i for i in self.tokenizer.all_special_ids if i < len(mask)]] = False
-        if exclude_punctuation:
-            mask &= torch.tensor([any(c.isalnum() for c in b) for b in bare])
-        for words, keep in ((allow, True), (deny, False)):
-            if not words:
-                continue
-            hits = torch.tensor([s in words or b in words for s, b in zip(strings, bare)])
-            missing = sorted(
-                set(words) - {s for s, h in zip(strings, hits) if h} - {b for b, h in zip(bare, hits) if h}
-            )
-            if missing:
-                raise ValueError(f"tokens {missing[:10]} are not in the decoder vocabulary ({self.source})")
-            mask = mask & hits if keep else mask & ~hits
-        if not mask.any():
-            raise ValueError("the vocabulary mask excludes every token: loosen tokens.allow/deny")
-        return mask
+        """Bool (V,): which tokens the encoder may write; see `vocabulary.vocabulary_mask`."""
+        special = [i for i in self.tokenizer.all_special_ids if i < self.vocab_size]
+        return vocabulary_mask(self.token_strings(), special, exclude_punctuation, allow, deny, self.source)
 
     def _special_ids(self) -> tuple[int | None, int, int]:
         tok = self.tokenizer
@@ -381,24 +355,6 @@ class TextToImageDecoder(nn.Module):
         weights = torch.nn.functional.adaptive_max_pool2d(weights.to(error), error.shape[-2:])
         return (weights * error).sum(dim=(1, 2, 3)) / weights.sum(dim=(1, 2, 3)).clamp_min(1e-12)
 
-    def predict_clean_latents(
-        self, noisy: torch.Tensor, text_states: torch.Tensor, timesteps: torch.Tensor
-    ) -> torch.Tensor:
-        """The UNet's estimate of the clean latents (B, C, h, w) behind `noisy` at `timesteps`, whatever
-        its prediction type; differentiable (auxiliary losses on what the decoder would draw use it)."""
-        timesteps = timesteps.to(self.device)
-        output = self.unet(noisy.to(self.dtype), timesteps, encoder_hidden_states=text_states.to(self.dtype))
-        output = output.sample.float()
-        alpha = self.scheduler.alphas_cumprod.to(self.device)[timesteps].float().view(-1, 1, 1, 1)
-        kind = self.prediction_type
-        if kind == "epsilon":
-            return (noisy - (1 - alpha).sqrt() * output) / alpha.sqrt()
-        if kind == "v_prediction":
-            return alpha.sqrt() * noisy - (1 - alpha).sqrt() * output
-        if kind == "sample":
-            return output
-        raise ValueError(f"unsupported prediction_type {kind!r} in the decoder's scheduler config ({self.source})")
-
     @torch.no_grad()
     def fixed_noise_loss(
         self, images: torch.Tensor, text_states: torch.Tensor, timesteps: Sequence[int]
@@ -433,44 +389,10 @@ class TextToImageDecoder(nn.Module):
         generators: Sequence[torch.Generator] | None = None,
         timestep_spacing: str | None = None,
     ) -> torch.Tensor:
-        """Images (B, 3, H, W) in [-1, 1] from prompts (or precomputed text states) with
-        classifier-free guidance (the empty prompt is the unconditional branch) and DDIM sampling.
+        """Images (B, 3, H, W) in [-1, 1] from prompts or text states; see `sampling.generate`."""
+        from .sampling import generate
 
-        `timestep_spacing` (None: the scheduler config's, as in diffusers' pipelines) may be "trailing":
-        sampling starts at the last training timestep, where the latent is pure noise (Lin et al., 2023,
-        "Common diffusion noise schedules and sample steps are flawed"), while "leading", diffusers'
-        default and the world decoders', starts T / num_inference_steps below it. That costs most at few
-        steps: world decoder A from descriptions, 5 steps, 49.5% scene accuracy leading and 62.3%
-        trailing (benchmarks/results/sampler.md).
-        """
-        from diffusers import DDIMScheduler
-
-        cond = self.encode_text(prompts) if text_states is None else text_states.to(self.device)
-        generators = generators or [torch.Generator(self.device).manual_seed(i) for i in range(cond.shape[0])]
-        spacing = {"timestep_spacing": timestep_spacing} if timestep_spacing else {}
-        scheduler = DDIMScheduler.from_config(self.scheduler.config, **spacing)
-        scheduler.set_timesteps(num_inference_steps, device=self.device)
-        latents = per_sample_randn(self.latent_shape, generators, self.device) * scheduler.init_noise_sigma
-        return self.from_latents(self.denoise_latents(latents, cond, scheduler, scheduler.timesteps, guidance_scale))
-
-    @torch.no_grad()
-    def denoise_latents(self, latents, text_states, scheduler, timesteps, guidance_scale: float = 7.5) -> torch.Tensor:
-        """Run `scheduler` over `timesteps` from `latents` (B, C, h, w), conditioned on `text_states`
-        (B, T, D) with classifier-free guidance (the empty prompt is the unconditional branch); return
-        the final latents. `generate` starts from pure noise; starting from a noised image at a lower
-        timestep redraws it (SDEdit; `benchmarks/noise_profile.py`)."""
-        cond = text_states.to(self.device)
-        guided = guidance_scale != 1.0
-        states = torch.cat([self.encode_text([""]).expand(cond.shape[0], -1, -1), cond]) if guided else cond
-        for t in timesteps:
-            model_in = torch.cat([latents, latents]) if guided else latents
-            model_in = scheduler.scale_model_input(model_in, t).to(self.dtype)
-            out = self.unet(model_in, t, encoder_hidden_states=states.to(self.dtype)).sample.float()
-            if guided:
-                out_uncond, out_cond = out.chunk(2)
-                out = out_uncond + guidance_scale * (out_cond - out_uncond)
-            latents = scheduler.step(out, t, latents).prev_sample
-        return latents
+        return generate(self, prompts, text_states, guidance_scale, num_inference_steps, generators, timestep_spacing)
 
 
 def sample_timesteps(
@@ -490,54 +412,3 @@ def sample_timesteps(
 def per_sample_randn(shape: Sequence[int], generators: Sequence[torch.Generator], device) -> torch.Tensor:
     """Normal noise (B, *shape), row b drawn from generators[b]: independent of batch layout."""
     return torch.stack([torch.randn(tuple(shape), generator=g, device=device) for g in generators])
-
-
-def _has(index: dict, name: str) -> bool:
-    entry = index.get(name)
-    return isinstance(entry, (list, tuple)) and entry[0] is not None
-
-
-def _read_index(path: str) -> dict:
-    """model_index.json of a local folder (read directly: no diffusers import), or of a hub id."""
-    local = Path(path) / "model_index.json"
-    try:
-        if local.is_file():
-            return json.loads(local.read_text())
-        from diffusers import DiffusionPipeline
-
-        return DiffusionPipeline.load_config(str(path))
-    except (OSError, ValueError) as error:
-        raise DecoderLoadError(
-            f"cannot load decoder '{path}': it must be a diffusers pipeline folder with model_index.json "
-            f"(or a hub id, which needs a network). Cause: {error}"
-        ) from error
-
-
-class LazyComponent:
-    """One component of a pipeline folder (`name`, with its model_index.json entry), not loaded yet."""
-
-    def __init__(self, path: str, name: str, entry: Sequence[str]):
-        self.path, self.name, (self.library, self.class_name) = path, name, entry
-
-    def load(self):
-        cls = getattr(importlib.import_module(self.library), self.class_name)
-        try:
-            return cls.from_pretrained(str(self.path), subfolder=self.name)
-        except (OSError, ValueError) as error:
-            raise DecoderLoadError(f"cannot load the {self.name} of decoder '{self.path}': {error}") from error
-
-    @functools.cached_property
-    def config(self) -> dict:
-        """Its config.json in a local folder ({} if there is none), read once."""
-        file = Path(self.path) / self.name / "config.json"
-        return json.loads(file.read_text()) if file.is_file() else {}
-
-
-def _library_of(obj) -> str:
-    return type(obj).__module__.split(".")[0]
-
-
-def _strip_markers(token: str) -> str:
-    for marker in TOKEN_MARKERS:
-        token = token.replace(marker, "")
-    return token

@@ -1,10 +1,8 @@
 """De-Diffusion: a trainable image encoder writing text for a frozen text-to-image decoder.
 
 `DeDiffusion(config, decoder)` owns its loss: `forward(images, seeds, step)` returns a dict whose
-"loss" is the decoder's denoising loss conditioned on Gumbel-softmax tokens predicted from the
-images (or, with `train.estimator: search`, a cross-entropy toward searched words). Given `texts`,
-the token ids the decoder drew the images from (the sleep phase, models/sleep.py), "loss" is the
-cross-entropy toward them instead, matched position by position. Only `encoder` trains.
+"loss" is the objective's (models/objectives.py: the paper's, the decoder's denoising loss conditioned
+on Gumbel-softmax tokens predicted from the images; or a named alternative). Only `encoder` trains.
 `encode(images)` writes text (argmax tokens; `unique_words=True`: each word once, the filler dropped,
 see `unique_words`). A trained model is a
 folder: `config.yaml`, `model.safetensors` (encoder weights and vocabulary mask) and
@@ -25,9 +23,8 @@ from torch import nn
 from ..config import Config, load_config, save_config
 from .decoder import TextToImageDecoder
 from .encoder import ImageEncoder
-from .quantize import gumbel_softmax, hard_tokens, sample_gumbel, temperature_at
-from .search import search_tokens
-from .sleep import matched_cross_entropy
+from .objectives import OBJECTIVES, sleep_objective
+from .quantize import hard_tokens, temperature_at
 
 logger = logging.getLogger(__name__)
 
@@ -82,54 +79,14 @@ class DeDiffusion(nn.Module):
     ) -> dict[str, torch.Tensor]:
         """Training loss for images (B, 3, H, W) in [-1, 1]; `seeds` (B,) fix each sample's noise.
 
-        With `texts` (B, N), the token ids the decoder drew `images` from, it is the sleep phase's
-        loss: the cross-entropy toward those ids, matched to the encoder's positions
-        (`sleep.matched_cross_entropy`); the decoder is not run.
-
-        `train.estimator` "gumbel" (the paper's): the decoder's denoising loss conditioned on
-        Gumbel-softmax tokens. "search": the cross-entropy of the encoder's logits toward its own
-        argmax text improved by `train.search_candidates` one-word swaps (proposed by
-        `train.search_proposal`, accepted by `train.search_accept`), each scored by that same
-        denoising loss (`search_tokens`), at the searched positions only. "denoising_loss" is reported by both.
+        The objective is `train.estimator`'s (models/objectives.py: "gumbel", the paper's, or
+        "search"); given `texts` (B, N), the token ids the decoder drew `images` from, it is the sleep
+        phase's (`sleep_objective`) and the decoder is not run.
         """
         if texts is not None:
-            return self.sleep_loss(images, texts)
-        generators = sample_generators(seeds, self.device)
-        logits = self.logits(images)
-        temperature = self.temperature(step)
-        train = self.config.train
-        if train.estimator == "search":
-            allowed = self.vocab_mask.nonzero().squeeze(1)
-            targets, searched, denoising = search_tokens(
-                self.decoder, images, hard_tokens(logits.detach()), allowed, generators, train.search_candidates,
-                train.search_noise, train.timestep_bias, train.search_proposal, train.search_accept,
-            )  # fmt: skip
-            # only the searched positions carry news: the best of their words is what to write there
-            cross_entropy = -torch.log_softmax(logits, -1).gather(-1, targets[..., None]).squeeze(-1)  # (B, N)
-            per_sample = (cross_entropy * searched).sum(1) / searched.sum(1)
-            probs = torch.softmax(logits.detach(), -1)
-        else:
-            noise = self.config.tokens.noise_scale * sample_gumbel(tuple(logits.shape[1:]), generators, self.device)
-            probs = gumbel_softmax(logits, temperature, noise, self.config.tokens.straight_through)
-            states = self.decoder.soft_text_embeddings(probs)
-            per_sample = self.decoder.denoising_loss(images, states, generators, timestep_bias=train.timestep_bias)
-            denoising = per_sample.detach()
-        return {
-            "loss": per_sample.mean(),
-            "loss_per_sample": per_sample.detach(),
-            "denoising_loss": denoising.mean(),
-            "temperature": torch.tensor(temperature),
-            "token_confidence": probs.detach().max(-1).values.mean(),
-        }
-
-    def sleep_loss(self, images: torch.Tensor, texts: torch.Tensor) -> dict[str, torch.Tensor]:
-        log_probs = torch.log_softmax(self.logits(images), -1)  # (B, N, V)
-        per_sample = matched_cross_entropy(log_probs, texts.to(self.device))
-        return {
-            "loss": per_sample.mean(),
-            "loss_per_sample": per_sample.detach(),
-            "token_confidence": log_probs.detach().max(-1).values.exp().mean(),
-        }
+            return sleep_objective(self, images, texts)
+        objective = OBJECTIVES[self.config.train.estimator]
+        return objective(self, images, sample_generators(seeds, self.device), step)
 
     @torch.no_grad()
     def encode_tokens(self, images: torch.Tensor) -> torch.Tensor:

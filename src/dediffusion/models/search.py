@@ -7,9 +7,8 @@ image. The swaps are proposed either at random ("random": random words at one ra
 the loss gradient with respect to the one-hot text ("gradient": the swaps whose first-order estimate
 lowers the loss most, at any position, as in greedy coordinate gradient prompt search). The encoder
 can learn toward these texts (`train.estimator: search`) instead of following the loss gradient
-through relaxed tokens. On the world's decoder A, with a description-like text around it, the exact
-loss picks the true colour of an object for 45% of images on 2 noise draws and 62% on 4, the
-first-order gradient for 27% on 8 (chance 12.5%; benchmarks/results/estimator_signal.md).
+through relaxed tokens: the exact loss of a swap is a less biased signal than its first-order
+estimate, at the cost of one decoder pass per candidate and noise draw.
 """
 
 from __future__ import annotations

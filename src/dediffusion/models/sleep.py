@@ -46,9 +46,8 @@ def draw_images(
     timestep_spacing: str | None = None,
 ) -> torch.Tensor:
     """The decoder's drawings (B, 3, H, W) in [-1, 1], float32, of token texts (B, N); drawing b uses seed
-    `seeds[b]`. A `dtype` other than float32 draws under autocast to it (bfloat16 on the world's decoder A, 5
-    steps: the same scene accuracy from descriptions, 62.4% against 62.3%, and 15% less time at batch 100
-    on a CPU with AVX512-BF16; benchmarks/results/sampler.md). `timestep_spacing`: see `generate`."""
+    `seeds[b]`. A `dtype` other than float32 draws under autocast to it (faster where the hardware has
+    bfloat16 units). `timestep_spacing`: see `sampling.generate`."""
     generators = [torch.Generator(decoder.device).manual_seed(int(s)) for s in seeds]
     states = decoder.token_states(tokens.to(decoder.device))
     with torch.autocast(decoder.device.type, dtype=dtype, enabled=dtype != torch.float32):

@@ -24,8 +24,8 @@ import torch
 
 from ..atomic import atomic_write_bytes
 from ..config import Config, ConfigError, load_config, save_config
+from ..data.grid import save_grid
 from ..data.images import ImageFolder, from_pixels, load_batch
-from ..eval.grid import save_grid
 from ..models.decoder import TextToImageDecoder
 from ..models.dediffusion import DeDiffusion
 from ..records import machine_summary, utc_now

@@ -27,7 +27,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from dediffusion.eval.reconstruction import generate_from_prompts
+from dediffusion.models.sampling import generate_from_prompts
 from dediffusion.records import machine_summary, utc_now
 from dediffusion.world.render import render_batch
 from dediffusion.world.scene import GRID, SHAPES, Scene
@@ -124,8 +124,7 @@ def shape_latent_loss(seed: int, batch_size: int, weight: float, scale: float = 
     returned, times `weight`. The encoder can only lower it by giving shapes directions about as long
     as the latents' spread.
 
-    The cross-entropy never stops pushing: at weight 0.02-0.1 shapes end up 3-4x further apart in the
-    latent than colours (benchmarks/results/latent_separation.md). With `margin` the loss is a
+    The cross-entropy never stops pushing shapes apart, past the colours' separation. With `margin` the loss is a
     multi-class hinge instead: zero once each cell's own shape projects at least `margin` latent
     standard deviations (`scale` ignored) above every other shape, so shapes get a set length.
     """
@@ -193,10 +192,9 @@ def pretrain_decoder_a(
         out_dir: the diffusers folder to write (replaced in one rename when training ends).
         vae_steps, text_steps, steps: optimiser steps of the three stages, each on fresh scenes.
         seed: seeds the weights, the training scenes, the captions and the noise.
-        p_full, p_loose: caption probabilities of `sample_caption` in stage 3. With phrases only
-            (p_loose 0), loose words barely lower the loss; p_loose 0.5 (the bundled model) makes
-            them worth almost the description, at a cost in scene accuracy from descriptions
-            (benchmarks/results/word_signal.md): an encoder's words need not come in phrases.
+        p_full, p_loose: caption probabilities of `sample_caption` in stage 3. Loose-word captions
+            teach the decoder to read words outside phrases, so an encoder's words need not come in
+            phrases; they cost some accuracy from full descriptions (docs/research.md).
         config: overrides of `DECODER_A_CONFIG` (architecture).
         command: recorded in training.json (the command line that made it).
 
@@ -326,14 +324,13 @@ def pretrain_text_encoder_on_layouts(
 def vae_reconstruction_accuracy(decoder, n: int = 200) -> float:
     """Scene accuracy of the VAE's reconstructions of the first `n` test scenes (a report only;
     the test split never trains anything)."""
-    from dediffusion.eval.scene_accuracy import scene_accuracy
-    from dediffusion.world.perception import PerceptionModel
+    from dediffusion.world.scoring import WorldScorer
     from dediffusion.world.split import test_scenes
 
     scenes = test_scenes(n)
     with torch.no_grad():
         images = decoder.from_latents(decoder.to_latents(render_batch(scenes, RESOLUTION)))
-    return scene_accuracy(scenes, PerceptionModel.load().predict(images))
+    return WorldScorer().score(images, scenes)["scene_accuracy"]
 
 
 def _training_record(command: str, settings: dict, seconds: float, vae_losses, losses) -> dict[str, Any]:
@@ -396,14 +393,11 @@ def evaluate_decoder(
     Returns:
         mean fact accuracy in [0, 1] of the perception model's reading against the true scenes.
     """
-    from dediffusion.eval.scene_accuracy import scene_accuracy
     from dediffusion.models.decoder import TextToImageDecoder
-    from dediffusion.world.perception import PerceptionModel
+    from dediffusion.world.scoring import WorldScorer
     from dediffusion.world.split import test_scenes
 
     decoder = TextToImageDecoder.from_pretrained(decoder_dir or default_decoder_path())
     scenes = test_scenes(n)
     images = generate_for_scenes(decoder, scenes, prompts_from, guidance_scale, num_inference_steps, batch_size, seed)
-    perception = PerceptionModel.load()
-    predictions = [p for chunk in images.split(256) for p in perception.predict(chunk)]
-    return scene_accuracy(scenes, predictions)
+    return WorldScorer().score(images, scenes)["scene_accuracy"]

@@ -43,7 +43,7 @@ def run_demo(
 
     Image i is redrawn with seed `seed + i` by both decoders, so reruns give the same grid.
     """
-    from dediffusion.eval.grid import save_grid
+    from dediffusion.data.grid import save_grid
     from dediffusion.models.decoder import TextToImageDecoder
     from dediffusion.models.dediffusion import DeDiffusion, sample_generators
     from dediffusion.world.render import render_batch

@@ -1,4 +1,4 @@
-"""Scene accuracy: how many facts of a true scene graph a predicted scene graph gets right.
+"""The world's scorer: how many facts of a true scene graph a predicted scene graph gets right.
 
 Facts of a scene (what its full description states; DESIGN.md section 5):
 
@@ -22,6 +22,9 @@ Scenes are ``world.Scene`` objects or dicts in the ``Scene.to_dict()`` layout (`
 ``objects``, each with ``shape``, ``color``, ``size``, ``row``, ``col``; jitter keys are ignored).
 Predicted dicts need not satisfy the scene invariants (any number of objects, any colour on any
 background), which is what a perception model reading a reconstruction returns.
+
+`WorldScorer` is the world's `eval.task.Scorer`: the perception model reads the images, and these
+functions score what it read against the true scenes.
 """
 
 from __future__ import annotations
@@ -29,7 +32,9 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from ..world.scene import GRID, POSITIONS, Object, Scene
+import torch
+
+from .scene import GRID, POSITIONS, Object, Scene
 
 SceneLike = Scene | Mapping[str, Any]
 Fact = tuple[str, ...]
@@ -158,3 +163,29 @@ def _get(data: Mapping[str, Any], key: str, what: str) -> Any:
     if key not in data:
         raise ValueError(f"{what} dict lacks {key!r} (expected the Scene.to_dict() layout): {data!r}")
     return data[key]
+
+
+class WorldScorer:
+    """The world's `Scorer` (see `dediffusion.data.task`): the perception model reads each image's
+    scene graph, scored against the true scene; `summarize` counts the true scenes' objects."""
+
+    def __init__(self, read_scenes=None):
+        self._read_scenes = read_scenes  # None: the bundled perception model, loaded on first use
+
+    def read(self, images: torch.Tensor) -> list[dict]:
+        if self._read_scenes is None:
+            from .perception import PerceptionModel
+
+            self._read_scenes = PerceptionModel.load().predict
+        return [p for chunk in images.split(256) for p in self._read_scenes(chunk)]
+
+    def score(self, images: torch.Tensor, truths: Sequence[SceneLike]) -> dict[str, Any]:
+        predictions = self.read(images)
+        return {
+            "scene_accuracy": scene_accuracy(truths, predictions),
+            "accuracy_by_kind": accuracy_by_kind(truths, predictions),
+            "objects_per_image": objects_per_image(predictions),
+        }
+
+    def summarize(self, truths: Sequence[SceneLike]) -> dict[str, Any]:
+        return {"objects_per_image": objects_per_image(truths)}
