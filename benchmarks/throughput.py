@@ -9,7 +9,8 @@ Configurations (random weights; speed does not depend on what the weights learne
 Usage:
     python benchmarks/throughput.py --config cpu --device cpu
     python benchmarks/throughput.py --config sd2-base --device cuda --batch-size 32
-Writes `benchmarks/results/throughput-<config>-<device>.{json,md}` with the command, machine and date.
+Writes `benchmarks/results/throughput-<config>-<device>[-<N>thread].{json,md}` (or under `--out DIR`)
+with the command, machine and date.
 """
 
 from __future__ import annotations
@@ -24,6 +25,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import torch
+from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
+from transformers import CLIPTextConfig, CLIPTextModel
 
 from dediffusion.config import load_config
 from dediffusion.models.decoder import TextToImageDecoder
@@ -49,9 +52,6 @@ def cpu_setup():
 
 
 def sd2_base_setup(dtype: torch.dtype):
-    from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
-    from transformers import CLIPTextConfig, CLIPTextModel
-
     tokenizer = word_tokenizer([f"w{i}" for i in range(49404)], 77)
     text = CLIPTextModel(
         CLIPTextConfig(
@@ -163,6 +163,7 @@ def main(argv=None) -> None:
     parser.add_argument("--gradient-checkpointing", action="store_true")
     parser.add_argument("--note", default="", help="conditions worth recording beside the numbers")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    parser.add_argument("--out", type=Path, default=RESULTS, help="folder for the results")
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -187,12 +188,12 @@ def main(argv=None) -> None:
         date=datetime.now(timezone.utc).isoformat(timespec="seconds"),
     )
     suffix = f"-{args.threads}thread" if args.threads else ""
-    write(result, f"throughput-{args.config}-{args.device}{suffix}")
+    write(result, args.out, f"throughput-{args.config}-{args.device}{suffix}")
 
 
-def write(result: dict, name: str) -> None:
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / f"{name}.json").write_text(json.dumps(result, indent=2) + "\n")
+def write(result: dict, out: Path, name: str) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    (out / f"{name}.json").write_text(json.dumps(result, indent=2) + "\n")
     rows = [
         "| config | batch | encode images/s | train images/s | train step s | peak memory MB |",
         "|---|---|---|---|---|---|",
@@ -207,7 +208,7 @@ def write(result: dict, name: str) -> None:
         f"{result['decoder_params']:,}",
         f"- date: {result['date']}",
     ] + ([f"- note: {result['note']}"] if result.get("note") else [])
-    (RESULTS / f"{name}.md").write_text("\n".join(rows + meta) + "\n")
+    (out / f"{name}.md").write_text("\n".join(rows + meta) + "\n")
     print("\n".join(rows + meta))
 
 

@@ -33,6 +33,7 @@ from pathlib import Path
 import torch
 from record import RESULTS, machine
 
+from dediffusion.assets import ASSETS_DIR
 from dediffusion.eval.frechet import EffNetFeatures
 from dediffusion.eval.grid import save_grid
 from dediffusion.eval.reconstruction import best_over_sweep, generate_from_prompts, score_prompt_sources
@@ -86,8 +87,6 @@ def startup_seconds(model: str) -> dict:
 
 def artifact_records() -> list[dict]:
     """Size, reproduction command and wall time of each bundled artifact, as each recorded it."""
-    from dediffusion.assets import ASSETS_DIR
-
     rows = []
     for name, record_file in (
         ("perception", "config.json"),
