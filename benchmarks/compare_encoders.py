@@ -19,11 +19,11 @@ from record import (  # the script's folder is on sys.path
 )
 
 from dediffusion import DeDiffusion
-from dediffusion.eval.reconstruction import generate_from_prompts
-from dediffusion.eval.scene_accuracy import scene_accuracy
 from dediffusion.models.decoder import TextToImageDecoder
+from dediffusion.models.sampling import generate_from_prompts
 from dediffusion.world import render_batch, test_scenes
 from dediffusion.world.perception import PerceptionModel
+from dediffusion.world.scoring import scene_accuracy
 from dediffusion.world.split import train_scenes
 
 VALIDATION_SEED = 424242  # `dediffusion world sample` and the tests use small seeds

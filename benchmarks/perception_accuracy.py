@@ -21,15 +21,15 @@ import torch
 import torch.nn.functional as F
 from record import machine
 
-from dediffusion.eval.scene_accuracy import (
+from dediffusion.world import render_batch, test_scenes
+from dediffusion.world.perception import WEIGHTS_FILE, PerceptionModel, default_weights_path
+from dediffusion.world.scoring import (
     FACT_KINDS,
     accuracy_by_kind,
     fact_accuracy,
     fact_precision,
     scene_accuracy,
 )
-from dediffusion.world import render_batch, test_scenes
-from dediffusion.world.perception import WEIGHTS_FILE, PerceptionModel, default_weights_path
 
 
 def evaluate(model: PerceptionModel, num_scenes: int, batch_size: int) -> dict:

@@ -40,12 +40,12 @@ from compare_encoders import VALIDATION_SEED  # the script's folder is on sys.pa
 from record import benchmark_parser, parse_args, provenance, provenance_lines, write_results
 
 from dediffusion import DeDiffusion
-from dediffusion.eval.reconstruction import generate_from_prompts
-from dediffusion.eval.scene_accuracy import FACT_KINDS, accuracy_by_kind, scene_accuracy
 from dediffusion.models.decoder import TextToImageDecoder
 from dediffusion.models.dediffusion import sample_generators
+from dediffusion.models.sampling import generate_from_prompts
 from dediffusion.world import BACKGROUNDS, COLORS, SHAPES, SIZES, describe, render_batch, test_scenes, train_scenes
 from dediffusion.world.perception import PerceptionModel
+from dediffusion.world.scoring import FACT_KINDS, accuracy_by_kind, scene_accuracy
 
 GUIDANCE, STEPS = 4.0, 20
 FIRST_ORDER_DRAWS, EXACT_DRAWS = 8, (1, 4)

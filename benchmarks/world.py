@@ -34,16 +34,16 @@ import torch
 from record import RESULTS, machine
 
 from dediffusion.assets import ASSETS_DIR
+from dediffusion.data.grid import save_grid
 from dediffusion.eval.frechet import EffNetFeatures
-from dediffusion.eval.grid import save_grid
-from dediffusion.eval.reconstruction import best_over_sweep, generate_from_prompts, score_prompt_sources
+from dediffusion.eval.reconstruction import best_over_sweep, score_prompt_sources
 from dediffusion.eval.report import accuracy_by_kind_table
-from dediffusion.eval.scene_accuracy import objects_per_image, scene_accuracy
-from dediffusion.eval.suite import resolve_draw_dtype
 from dediffusion.models.decoder import TextToImageDecoder
 from dediffusion.models.dediffusion import DeDiffusion
+from dediffusion.models.sampling import generate_from_prompts, resolve_draw_dtype
 from dediffusion.world import describe, human_caption, render_batch, test_scenes
 from dediffusion.world.perception import PerceptionModel
+from dediffusion.world.scoring import WorldScorer, objects_per_image, scene_accuracy
 
 logger = logging.getLogger("world-benchmark")
 
@@ -266,7 +266,7 @@ def main() -> None:
     for key, decoder in (("decoder_a", model.decoder), ("decoder_b", decoder_b)):
         cells = score_prompt_sources(
             decoder, prompts, real, args.guidance_scales, args.num_inference_steps, features, scenes,
-            perception.predict, dtype=dtype,
+            WorldScorer(perception.predict), dtype=dtype,
         )  # fmt: skip
         record[key] = {"cells": cells, "best": best_over_sweep(cells)}
     batch = render_batch(test_scenes(args.encode_batch_size))
