@@ -39,6 +39,8 @@ class EncoderConfig:
     pretrained_backbone: bool = True
     freeze_backbone: bool = True
     backbone_channels: tuple[int, ...] = (32, 64, 128)  # "conv" backbone only
+    backbone_stage: int = -1  # efficientnet_lite0: -1 its conv head (stride 32); 0..6 the output of that stage
+    cache_features: bool = True  # a frozen backbone's features are computed once per training image (exact)
     image_size: int = 224  # the backbone sees images resized to this
     num_tokens: int = 75
     width: int = 256
@@ -211,6 +213,7 @@ def validate(config: Any) -> Any:
                 lambda c: c.backbone in ("efficientnet_lite0", "conv"),
                 "backbone must be efficientnet_lite0 or conv",
             ),
+            (lambda c: -1 <= c.backbone_stage <= 6, "backbone_stage must be -1 (conv head) or 0..6"),
         ],
         TokensConfig: [
             (lambda c: c.temperature_start > 0 and c.temperature_end > 0, "temperatures must be positive"),

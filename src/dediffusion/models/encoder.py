@@ -7,6 +7,7 @@ to the backbone's feature map (with fixed 2-D sine-cosine positions), and an MLP
 
 from __future__ import annotations
 
+import hashlib
 import math
 
 import torch
@@ -65,13 +66,41 @@ def sincos_positions(height: int, width: int, dim: int, device=None) -> torch.Te
     return F.pad(codes, (0, dim - 4 * quarter))
 
 
+class FeatureCache:
+    """A frozen backbone's features by image content, for training, where each image comes back many times.
+
+    Exact: a frozen backbone in eval mode maps the same pixels to the same features. Each image is run
+    on its own (batch of one), so its features do not depend on the batch it first came in, and a
+    resumed run computes bit for bit what an uninterrupted one had cached. Holds at most `max_bytes`.
+    """
+
+    def __init__(self, max_bytes: int = 2 << 30):
+        self.max_bytes, self.used, self.store = max_bytes, 0, {}
+
+    def __call__(self, backbone: nn.Module, images: torch.Tensor) -> torch.Tensor:
+        rows = []
+        for image in images:
+            key = hashlib.blake2b(image.detach().cpu().numpy().tobytes(), digest_size=16).digest()
+            features = self.store.get(key)
+            if features is None:
+                with torch.no_grad():
+                    features = backbone(image[None])[0]
+                if self.used + features.nbytes <= self.max_bytes:
+                    self.store[key], self.used = features, self.used + features.nbytes
+            rows.append(features)
+        return torch.stack(rows)
+
+
 class ImageEncoder(nn.Module):
     """Images (B, 3, H, W) in [-1, 1] -> token logits (B, num_tokens, vocab_size)."""
 
     def __init__(self, config: EncoderConfig, vocab_size: int):
         super().__init__()
         self.config = config
-        kwargs = {"channels": config.backbone_channels} if config.backbone == "conv" else {}
+        if config.backbone == "conv":
+            kwargs = {"channels": config.backbone_channels}
+        else:  # an early stage keeps a finer map (where things are) at a cost in abstraction (what they are)
+            kwargs = {"feature_stage": config.backbone_stage}
         self.backbone = build_backbone(config.backbone, pretrained=config.pretrained_backbone, **kwargs)
         if config.freeze_backbone and config.backbone != "conv":
             self.backbone.requires_grad_(False)
@@ -82,6 +111,7 @@ class ImageEncoder(nn.Module):
         self.head = nn.Linear(config.width, vocab_size)
         # a logit offset per token position, image-independent: zero, or a starting text (init_slot_bias)
         self.slot_bias = nn.Parameter(torch.zeros(config.num_tokens, vocab_size))
+        self.feature_cache = FeatureCache() if config.cache_features else None
 
     @property
     def backbone_frozen(self) -> bool:
@@ -97,7 +127,8 @@ class ImageEncoder(nn.Module):
         size = self.config.image_size
         if images.shape[-2:] != (size, size):
             images = F.interpolate(images, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
-        features = self.backbone(images)  # (B, C, h, w)
+        cached = self.training and self.feature_cache is not None and self.backbone_frozen
+        features = self.feature_cache(self.backbone, images) if cached else self.backbone(images)  # (B, C, h, w)
         _, _, height, width = features.shape
         context = self.project(features.flatten(2).transpose(1, 2))  # (B, h*w, D)
         context = context + sincos_positions(height, width, context.shape[-1], context.device).to(context.dtype)
