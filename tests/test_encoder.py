@@ -11,7 +11,9 @@ EFFNET = ["encoder.backbone=efficientnet_lite0", "encoder.pretrained_backbone=fa
 
 
 def encoder(*overrides) -> ImageEncoder:
-    return ImageEncoder(load_config(None, [*EFFNET, "encoder.num_tokens=4", "encoder.width=32", *overrides]).encoder, 10)
+    return ImageEncoder(
+        load_config(None, [*EFFNET, "encoder.num_tokens=4", "encoder.width=32", *overrides]).encoder, 10
+    )
 
 
 def test_backbone_stage_keeps_a_finer_map_with_that_stages_channels():

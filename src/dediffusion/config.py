@@ -59,6 +59,7 @@ class TokensConfig:
     straight_through: bool = False  # hard one-hot forward, soft gradient backward
     noise_scale: float = 1.0  # Gumbel noise multiplier: 0 trains on the argmax text itself (with straight_through)
     exclude_punctuation: bool = True
+    whole_words: bool = True  # only tokens that are words on their own (text re-tokenizes to the same ids)
     allow: tuple[str, ...] = ()  # if set, only these tokens (as the tokenizer spells them) are allowed
     deny: tuple[str, ...] = ()
     init_text: str = ""  # if set, the encoder starts out writing this text (see DeDiffusion)

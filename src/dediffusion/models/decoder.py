@@ -191,11 +191,20 @@ class TextToImageDecoder(nn.Module):
         return [table.get(i, "") for i in range(self.vocab_size)]
 
     def vocabulary_mask(
-        self, exclude_punctuation: bool = True, allow: Sequence[str] = (), deny: Sequence[str] = ()
+        self,
+        exclude_punctuation: bool = True,
+        allow: Sequence[str] = (),
+        deny: Sequence[str] = (),
+        whole_words: bool = False,
     ) -> torch.Tensor:
         """Bool (V,): which tokens the encoder may write; see `vocabulary.vocabulary_mask`."""
         special = [i for i in self.tokenizer.all_special_ids if i < self.vocab_size]
-        return vocabulary_mask(self.token_strings(), special, exclude_punctuation, allow, deny, self.source)
+        tokenize = self.read_back if whole_words else None
+        return vocabulary_mask(self.token_strings(), special, exclude_punctuation, allow, deny, self.source, tokenize)
+
+    def read_back(self, texts: Sequence[str]) -> list[list[int]]:
+        """The ids of each text's tokens, without special tokens, untruncated."""
+        return list(self.tokenizer(list(texts), add_special_tokens=False, verbose=False).input_ids)
 
     def _special_ids(self) -> tuple[int | None, int, int]:
         tok = self.tokenizer
@@ -230,7 +239,7 @@ class TextToImageDecoder(nn.Module):
 
     def text_token_ids(self, text: str) -> list[int]:
         """The ids of `text`'s tokens, without start, end or padding."""
-        return list(self.tokenizer(text, add_special_tokens=False).input_ids)
+        return self.read_back([text])[0]
 
     def encode_text(self, texts: Sequence[str]) -> torch.Tensor:
         """Text-encoder hidden states (B, T, D) for plain strings, as the pipeline would compute them."""

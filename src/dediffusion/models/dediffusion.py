@@ -55,7 +55,9 @@ class DeDiffusion(nn.Module):
         self.encoder = ImageEncoder(config.encoder, decoder.vocab_size)
         if vocab_mask is None:
             tokens = config.tokens
-            vocab_mask = decoder.vocabulary_mask(tokens.exclude_punctuation, tokens.allow, tokens.deny)
+            vocab_mask = decoder.vocabulary_mask(
+                tokens.exclude_punctuation, tokens.allow, tokens.deny, tokens.whole_words
+            )
         self.register_buffer("vocab_mask", vocab_mask.bool(), persistent=False)
         if config.tokens.init_text:
             self.encoder.init_slot_bias(starting_tokens(decoder, config, self.vocab_mask), config.tokens.init_logit)

@@ -58,8 +58,12 @@ def build_micro_decoder(
     attention_head_dim: int = 8,
     cross_attention: tuple[bool, ...] | None = None,
     text_heads: int | None = None,
+    tokenizer=None,
 ) -> TextToImageDecoder:
     """An untrained micro decoder.
+
+    `tokenizer` (default: a word-level one over `words`) may be any transformers tokenizer, e.g. CLIP's
+    BPE: the text encoder's vocabulary follows it.
 
     `latent=True` adds a VAE that divides the resolution by 2 ** (len(vae_channels) - 1).
     `cross_attention[i]` says whether UNet level i (highest resolution first) attends to the text;
@@ -68,7 +72,7 @@ def build_micro_decoder(
     from diffusers import DDPMScheduler, UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel
 
-    tokenizer = word_tokenizer(words, max_length)
+    tokenizer = tokenizer or word_tokenizer(words, max_length)
     text_encoder = CLIPTextModel(
         CLIPTextConfig(
             vocab_size=len(tokenizer),
