@@ -223,22 +223,29 @@ def word_recall(scenes, texts: list[str]) -> dict[str, dict[str, float]]:
     }
 
 
-def encoder_texts(model_path: str, scenes) -> dict[str, list[str]]:
-    model = DeDiffusion.from_pretrained(model_path).eval()
-    images = render_batch(scenes, model.config.encoder.image_size)
+def encoder_texts(model, scenes) -> dict[str, list[str]]:
+    images = render_batch(scenes, model.decoder.resolution)  # world images; the encoder resizes them itself
     return {"as written": model.encode(images), "unique words": model.encode(images, unique_words=True)}
 
 
+def token_statistics(model, scenes) -> dict[str, float]:
+    """Share of positions that repeat the previous token, and of texts that re-tokenize to the ids written."""
+    ids = model.encode_tokens(render_batch(scenes, model.decoder.resolution))  # (B, N)
+    repeats = (ids[:, 1:] == ids[:, :-1]).float().mean().item()
+    read_back = model.decoder.read_back(model.decoder.decode_tokens(ids))
+    round_trip = sum(back == row for back, row in zip(read_back, ids.tolist())) / len(ids)
+    return {"repeat_rate": repeats, "round_trip": round_trip}
+
+
 def encoder_section(model_path: str, decoder, scenes, perception) -> dict:
+    model = DeDiffusion.from_pretrained(model_path).eval()
     rows = {}
-    for form, texts in encoder_texts(model_path, scenes).items():
+    for form, texts in encoder_texts(model, scenes).items():
         rows[form] = drawn_accuracy(decoder, scenes, texts, perception)
         rows[form] |= {"words": word_recall(scenes, texts), "examples": texts[:3]}
         print(form, rows[form]["scene_accuracy"], flush=True)
+    rows["as written"] |= token_statistics(model, scenes)
     return rows
-
-
-# --- report ---
 
 
 def percent(value: float | None) -> str:
@@ -291,7 +298,10 @@ def encoder_markdown(record: dict) -> list[str]:
             for w in words
         ]
         lines.append(f"| {form} | {percent(row['scene_accuracy'])} | " + " | ".join(cells) + " |")
-    lines += ["", "Examples (first three scenes):", ""]
+    written = record["encoder"]["as written"]
+    lines += ["", f"As written: {percent(written['repeat_rate'])} of positions repeat the previous token; "
+              f"{percent(written['round_trip'])} of texts re-tokenize to the ids written.", ""]  # fmt: skip
+    lines += ["Examples (first three scenes):", ""]
     lines += [f"- {form}: " + " // ".join(f"`{t}`" for t in row["examples"]) for form, row in record["encoder"].items()]
     return lines + [""]
 
