@@ -74,7 +74,7 @@ def test_the_sleep_loss_is_the_matched_cross_entropy_and_trains_the_encoder_alon
     model = DeDiffusion(tiny_config(), decoder)
     images = torch.rand(3, 3, decoder.resolution, decoder.resolution) * 2 - 1
     texts = torch.tensor([[4, 5, 6, 7], [4, 4, 4, 4], [9, 8, 7, 6]])
-    out = model(images, torch.arange(3), texts=texts)
+    out = model(images, torch.arange(3), token_ids=texts)
     expected = matched_cross_entropy(torch.log_softmax(model.logits(images), -1), texts)
     assert torch.allclose(out["loss_per_sample"], expected) and "denoising_loss" not in out
     out["loss"].backward()

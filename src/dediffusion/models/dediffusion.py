@@ -77,16 +77,16 @@ class DeDiffusion(nn.Module):
         return logits.masked_fill(~self.vocab_mask, float("-inf"))
 
     def forward(
-        self, images: torch.Tensor, seeds: torch.Tensor, step: int = 0, texts: torch.Tensor | None = None
+        self, images: torch.Tensor, seeds: torch.Tensor, step: int = 0, token_ids: torch.Tensor | None = None
     ) -> dict[str, torch.Tensor]:
         """Training loss for images (B, 3, H, W) in [-1, 1]; `seeds` (B,) fix each sample's noise.
 
         The objective is `train.estimator`'s (models/objectives.py: "gumbel", the paper's, or
-        "search"); given `texts` (B, N), the token ids the decoder drew `images` from, it is the sleep
+        "search"); given `token_ids` (B, N), the ids the decoder drew `images` from, it is the sleep
         phase's (`sleep_objective`) and the decoder is not run.
         """
-        if texts is not None:
-            return sleep_objective(self, images, texts)
+        if token_ids is not None:
+            return sleep_objective(self, images, token_ids)
         objective = OBJECTIVES[self.config.train.estimator]
         return objective(self, images, sample_generators(seeds, self.device), step)
 
@@ -101,9 +101,9 @@ class DeDiffusion(nn.Module):
         tokenizer spells them, or with `unique_words` their `unique_words` form."""
         return self.texts_of(self.encode_tokens(images), unique_words)
 
-    def texts_of(self, tokens: torch.Tensor, unique_words: bool = False) -> list[str]:
+    def texts_of(self, token_ids: torch.Tensor, unique_words: bool = False) -> list[str]:
         """The texts of token ids (B, N) this model wrote (see `encode`)."""
-        texts = self.decoder.decode_tokens(tokens)
+        texts = self.decoder.decode_tokens(token_ids)
         if not unique_words:
             return texts
         filler = self.config.tokens.init_text.split()[:1]

@@ -30,7 +30,7 @@ def load_drawn_pairs(
     model: DeDiffusion, config: Config, run_dir: Path, accelerator
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """(images uint8 (P, 3, H, W), token ids (P, N)); draws the parts the run folder lacks."""
-    tokens = prior_texts(model, config)
+    tokens = prior_token_ids(model, config)
     folder = run_dir / "sleep"
     folder.mkdir(parents=True, exist_ok=True)
     parts = range(0, len(tokens), PART_SIZE)
@@ -43,7 +43,7 @@ def load_drawn_pairs(
     return torch.cat(images), tokens
 
 
-def prior_texts(model: DeDiffusion, config: Config) -> torch.Tensor:
+def prior_token_ids(model: DeDiffusion, config: Config) -> torch.Tensor:
     """The run's `sleep.pairs` prior texts (P, N); the filler is the first token of `tokens.init_text`."""
     if not config.tokens.init_text:
         raise ConfigError(

@@ -163,15 +163,15 @@ def run_steps(ddp_model, model, optimizer, lr_scheduler, data, config, run_dir, 
 
 
 def sleep_step(ddp_model, drawn, config: Config, state: RunState, accelerator) -> dict:
-    """The loss of one sleep step: a batch of the decoder's drawings and the texts they were drawn from."""
-    pixels, texts = drawn
+    """The loss of one sleep step: a batch of the decoder's drawings and the token ids they were drawn from."""
+    pixels, token_ids = drawn
     batch_size = config.sleep.batch_size
     positions = step_positions(state.step, batch_size, accelerator.process_index, accelerator.num_processes)
-    items = items_for(positions, len(texts), config.train.seed)
+    items = items_for(positions, len(token_ids), config.train.seed)
     images = from_pixels(pixels[items]).to(accelerator.device)
     state.images_seen += batch_size
     with accelerator.autocast():
-        return ddp_model(images, seeds_for(positions, config.train.seed), state.step, texts=texts[items])
+        return ddp_model(images, seeds_for(positions, config.train.seed), state.step, token_ids=token_ids[items])
 
 
 def wake_step(ddp_model, dataset, config: Config, run_dir: Path, state: RunState, accelerator) -> dict:
