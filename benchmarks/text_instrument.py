@@ -19,14 +19,17 @@ Encoder section (`--model`; skip with `--no-encoder`): the encoder's text as wri
 filler dropped). Per kind of word: recall (share of the scene's true words the text holds) and
 precision (share of the text's words of that kind that are true of the scene); object colours count
 under colour, the background colour under background. And the scene accuracy of `--decoder`'s
-drawings of each text. Drawings: guidance 4, 20 steps, image i with seed i, float32.
+drawings of each text. Drawings: guidance 4, 20 steps, image i with seed i, float32. With
+`--refine N [N ...]`, also the text as written refined for N rounds per image against `--decoder`'s exact
+loss (`models/refine.py`: 8 gradient-ranked swaps per round, 4 fixed noise draws), with its seconds per
+image: the quality/cost curve of refinement.
 
 Scenes: `--split test` (the fixed test split) or `validation` (the training stream under
 compare_encoders.py's validation seed, for choosing). This script folds estimator_signal.py,
 word_signal.py, text_forms.py and encoder_text_forms.py (see git history).
 
 usage: python benchmarks/text_instrument.py [--decoder bundled:decoder_a] [--model bundled:world_encoder]
-       [--split test|validation] [--scenes 200] [--no-decoder-signal] [--no-encoder] [--name NAME]
+       [--split test|validation] [--scenes 200] [--no-decoder-signal] [--no-encoder] [--refine N ...] [--name NAME]
        [--threads N] [--out DIR]
 Writes DIR/NAME.{md,json} (default: benchmarks/results/text_instrument_SPLIT).
 """
@@ -42,6 +45,7 @@ from record import benchmark_parser, parse_args, provenance, provenance_lines, w
 from dediffusion import DeDiffusion
 from dediffusion.models.decoder import TextToImageDecoder
 from dediffusion.models.dediffusion import sample_generators
+from dediffusion.models.refine import refine_tokens
 from dediffusion.models.sampling import generate_from_prompts
 from dediffusion.world import BACKGROUNDS, COLORS, SHAPES, SIZES, describe, render_batch, test_scenes, train_scenes
 from dediffusion.world.perception import PerceptionModel
@@ -237,12 +241,26 @@ def token_statistics(model, scenes) -> dict[str, float]:
     return {"repeat_rate": repeats, "round_trip": round_trip}
 
 
-def encoder_section(model_path: str, decoder, scenes, perception) -> dict:
+def refined_texts(model, decoder, scenes, steps: int) -> tuple[list[str], float]:
+    """The text as written refined for `steps` rounds against `decoder`'s loss, and seconds per image."""
+    images = render_batch(scenes, model.decoder.resolution)
+    start, allowed = time.perf_counter(), model.vocab_mask.nonzero().squeeze(1)
+    ids = model.encode_tokens(images)
+    ids, _ = refine_tokens(decoder, images, ids, allowed, steps, timestep_bias=TIMESTEP_BIAS)
+    return model.decoder.decode_tokens(ids), (time.perf_counter() - start) / len(scenes)
+
+
+def encoder_section(model_path: str, decoder, scenes, perception, refine_steps=()) -> dict:
     model = DeDiffusion.from_pretrained(model_path).eval()
+    forms = encoder_texts(model, scenes)
+    seconds = {}
+    for steps in refine_steps:
+        forms[f"refined {steps}"], seconds[f"refined {steps}"] = refined_texts(model, decoder, scenes, steps)
     rows = {}
-    for form, texts in encoder_texts(model, scenes).items():
+    for form, texts in forms.items():
         rows[form] = drawn_accuracy(decoder, scenes, texts, perception)
         rows[form] |= {"words": word_recall(scenes, texts), "examples": texts[:3]}
+        rows[form] |= {"seconds_per_image": seconds[form]} if form in seconds else {}
         print(form, rows[form]["scene_accuracy"], flush=True)
     rows["as written"] |= token_statistics(model, scenes)
     return rows
@@ -297,7 +315,8 @@ def encoder_markdown(record: dict) -> list[str]:
             f"{w['recall']:.2f} / {w['precision']:.2f} ({w['written_per_scene']:.1f} of {w['true_per_scene']:.1f})"
             for w in words
         ]
-        lines.append(f"| {form} | {percent(row['scene_accuracy'])} | " + " | ".join(cells) + " |")
+        cost = f" ({row['seconds_per_image']:.2f} s/image)" if "seconds_per_image" in row else ""
+        lines.append(f"| {form}{cost} | {percent(row['scene_accuracy'])} | " + " | ".join(cells) + " |")
     written = record["encoder"]["as written"]
     lines += ["", f"As written: {percent(written['repeat_rate'])} of positions repeat the previous token; "
               f"{percent(written['round_trip'])} of texts re-tokenize to the ids written.", ""]  # fmt: skip
@@ -322,13 +341,14 @@ def main() -> None:
     parser.add_argument("--scenes", type=int, default=200)
     parser.add_argument("--no-decoder-signal", action="store_true", help="skip the decoder section")
     parser.add_argument("--no-encoder", action="store_true", help="skip the encoder section")
+    parser.add_argument("--refine", type=int, nargs="*", default=[], help="refinement rounds to score (e.g. 2 8)")
     parser.add_argument("--name", default=None, help="results name (default: text_instrument_SPLIT)")
     args = parse_args(parser)
     start = time.perf_counter()
     scenes, perception = split_scenes(args.split, args.scenes), PerceptionModel.load()
     decoder = TextToImageDecoder.from_pretrained(args.decoder)
     signal = None if args.no_decoder_signal else decoder_signal(decoder, scenes, true_text_forms(scenes), perception)
-    encoder = None if args.no_encoder else encoder_section(args.model, decoder, scenes, perception)
+    encoder = None if args.no_encoder else encoder_section(args.model, decoder, scenes, perception, args.refine)
     record = {
         "decoder": args.decoder,
         "model": None if args.no_encoder else args.model,
