@@ -22,3 +22,11 @@ def progress_bar(total: int, desc: str, unit: str = "it", initial: int = 0, enab
 
     show = enabled and progress_enabled()
     return tqdm(total=total, initial=initial, desc=desc, unit=unit, disable=not show, dynamic_ncols=True)
+
+
+def progress_range(start: int, stop: int, desc: str, unit: str = "step"):
+    """`range(start, stop)` with a progress bar over `stop` units that starts at `start` (a resumed run)."""
+    with progress_bar(stop, desc, unit=unit, initial=start) as bar:
+        for value in range(start, stop):
+            yield value
+            bar.update(1)
