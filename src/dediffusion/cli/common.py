@@ -7,6 +7,7 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+import textwrap
 from pathlib import Path
 
 logger = logging.getLogger("dediffusion")
@@ -29,7 +30,7 @@ def add_command(commands, name: str, summary: str, example: str, description: st
     parser = commands.add_parser(
         name,
         help=summary,
-        description=(description or summary[0].upper() + summary[1:] + "."),
+        description=textwrap.fill(description or summary[0].upper() + summary[1:] + ".", 100),
         epilog="example:\n  " + example.strip().replace("\n", "\n  "),
         formatter_class=Formatter,
     )

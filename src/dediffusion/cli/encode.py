@@ -107,15 +107,17 @@ def run_reconstruct(args) -> int:
     folder, grid = output_folder(args)
     model, errors, rows, drawn = load_model(args), [], [], []
     others = [(name, TextToImageDecoder.from_pretrained(name).to(args.device)) for name in args.transfer_decoder]
+    done = 0
     for paths, images in iterate_batches(model, args, errors, limit=args.max_images, desc="reconstruct"):
-        seeds = list(range(args.seed + len(rows), args.seed + len(rows) + len(images)))
+        seeds = list(range(args.seed + done, args.seed + done + len(images)))
         texts, redrawn = model.reconstruct(images, args.guidance_scale, args.num_inference_steps, seeds)
         columns = [(decoder_label(model), redrawn)] + [(n, redraw(d, texts, seeds, args)) for n, d in others]
-        rows += write_reconstructions(folder, len(rows), paths, texts, seeds, columns, args)
+        rows += write_reconstructions(folder, done, paths, texts, seeds, columns, args)
         drawn.append((images, texts, [images for _, images in columns]))
         sys.stdout.write("".join(f"{path}\t{text}\n" for path, text in zip(paths, texts)))
+        done += len(images)
     finish_reconstruction(folder, grid, rows, drawn, [decoder_label(model)] + args.transfer_decoder)
-    return report(len(rows) // (1 + len(others)), errors)
+    return report(done, errors)
 
 
 def output_folder(args) -> tuple[Path, Path | None]:

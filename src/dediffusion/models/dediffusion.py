@@ -197,7 +197,7 @@ def read_model_files(path: Path) -> tuple[Config, dict]:
     try:
         config = load_config(str(path / CONFIG_NAME))
     except ConfigError as error:
-        raise ModelLoadError(f"cannot read '{path / CONFIG_NAME}': {error}") from None
+        raise ModelLoadError(f"model folder '{path}': {error}") from None
     try:
         record = json.loads((path / DECODER_NAME).read_text())
         if not isinstance(record, dict) or not {"path", "fingerprint", "vocab_size"} <= set(record):
