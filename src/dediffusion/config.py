@@ -181,7 +181,9 @@ def read_preset(preset: str) -> dict[str, Any]:
     try:
         data = yaml.safe_load(path.read_text()) or {}
     except (yaml.YAMLError, UnicodeDecodeError) as error:
-        raise ConfigError(f"'{path}' is not valid YAML ({str(error).splitlines()[0]}); fix or replace the file") from None
+        raise ConfigError(
+            f"'{path}' is not valid YAML ({str(error).splitlines()[0]}); fix or replace the file"
+        ) from None
     if not isinstance(data, dict):
         raise ConfigError(f"{path} must hold sections such as 'train:' and 'encoder:', not {type(data).__name__}")
     try:

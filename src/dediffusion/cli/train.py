@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 
-from .common import add_command, add_output_arg, add_threads_arg, set_threads
+from .common import add_command, add_output_arg, add_threads_arg, non_negative_int, positive_int, set_threads
 
 logger = logging.getLogger("dediffusion")
 
@@ -29,6 +29,8 @@ def add_train(commands) -> None:
     )
     parser.add_argument("--decoder", default=None, metavar="PATH|HUB_ID", help="the frozen decoder (decoder.path)")
     parser.add_argument("--data", default=None, metavar="FOLDER", help="training images (train.data)")
+    parser.add_argument("--batch-size", type=positive_int, default=None, help="global batch (train.batch_size)")
+    parser.add_argument("--seed", type=non_negative_int, default=None, help="seed of the run (train.seed)")
     parser.add_argument(
         "--set",
         dest="overrides",
@@ -61,11 +63,12 @@ def run_train(args) -> int:
 
 
 def with_flags(config, args):
-    """--decoder and --data over the preset and --set (taken as given: no YAML parsing of paths)."""
+    """--decoder, --data, --batch-size and --seed over the preset and --set (paths taken as given: no YAML
+    parsing)."""
     import dataclasses
 
     if args.decoder:
         config = dataclasses.replace(config, decoder=dataclasses.replace(config.decoder, path=args.decoder))
-    if args.data:
-        config = dataclasses.replace(config, train=dataclasses.replace(config.train, data=args.data))
-    return config
+    flags = {"data": args.data, "batch_size": args.batch_size, "seed": args.seed}
+    chosen = {key: value for key, value in flags.items() if value is not None}
+    return dataclasses.replace(config, train=dataclasses.replace(config.train, **chosen)) if chosen else config
