@@ -56,7 +56,10 @@ def main(argv: list[str] | None = None) -> int:
 
 def set_up_logging(args) -> None:
     """INFO lines (DEBUG with --verbose, warnings only with --quiet), then any old option spellings used."""
+    import os
+
     logging.basicConfig(format="%(levelname)s %(message)s")
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")  # transformers' "Loading weights" bar per model
     logger.setLevel(logging.DEBUG if args.verbose else logging.WARNING if args.quiet else logging.INFO)
     for warning in getattr(args, "deprecations", []):
         logger.warning("%s", warning)
