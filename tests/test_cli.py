@@ -246,6 +246,17 @@ def test_a_tiny_sd_folder_trains_encodes_and_reconstructs_through_decoder_alone(
     assert len(list((tmp_path / "r").glob("*.png"))) == 2
 
 
+def test_the_sd2_base_preset_against_a_small_decoder_uses_the_tokens_it_takes(
+    micro_decoder_dir, quadrant_folder, tmp_path, caplog
+):
+    small = ["encoder.image_size=32", "encoder.width=32", "encoder.depth=1", "encoder.num_heads=2"]
+    cpu = ["train.steps=1", "train.batch_size=2", "train.mixed_precision=no", "decoder.dtype=float32"]
+    sets = [a for s in [*small, *cpu, "train.sample_every=0"] for a in ("--set", s)]
+    args = ["train", "--preset", "sd2-base", "--decoder", str(micro_decoder_dir), "--data", str(quadrant_folder)]
+    assert main([*args, "-o", str(tmp_path / "run"), *sets]) == 0
+    assert "encoder.num_tokens=75 is more than this decoder's text encoder takes; using 6 tokens" in caplog.text
+
+
 def tiny_train(decoder_dir, data, out, steps, *extra):
     sets = [f"train.steps={steps}", *TINY_ENCODER, *TINY_TRAIN]
     return ["train", "--decoder", str(decoder_dir), "--data", str(data), "-o", str(out)] + [
