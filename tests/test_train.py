@@ -24,7 +24,7 @@ def train_args(decoder_dir, data, out, steps, *extra):
         *TINY_ENCODER,
         *TINY_TRAIN,
     ]
-    return ["train", "--output-dir", str(out), *[a for s in sets for a in ("--set", s)], *extra]
+    return ["train", "-o", str(out), *[a for s in sets for a in ("--set", s)], *extra]
 
 
 def weights(folder: Path) -> dict:
@@ -115,7 +115,7 @@ def test_nan_loss_stops_before_the_update_and_keeps_the_last_good_checkpoint(
 
     monkeypatch.setattr(DeDiffusion, "forward", poisoned)
     config = tiny_config(str(micro_decoder_dir), str(quadrant_folder), "train.steps=8")
-    with pytest.raises(NonFiniteLossError, match="step 3.*step-00000002"):
+    with pytest.raises(NonFiniteLossError, match="wake step 4/8.*step-00000002.*--resume latest"):
         train(config, tmp_path / "run")
     checkpoints = sorted(p.name for p in (tmp_path / "run" / "checkpoints").iterdir())
     assert checkpoints == ["step-00000002"] and calls[-1] == 3

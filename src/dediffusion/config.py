@@ -181,7 +181,14 @@ def read_preset(preset: str) -> dict[str, Any]:
     if not path.is_file():
         names = sorted(p.stem for p in PRESETS_DIR.glob("*.yaml"))
         raise ConfigError(f"preset {preset!r} not found: give a YAML file or one of {names}")
-    data = yaml.safe_load(path.read_text()) or {}
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except (yaml.YAMLError, UnicodeDecodeError) as error:
+        raise ConfigError(
+            f"'{path}' is not valid YAML ({str(error).splitlines()[0]}); fix or replace the file"
+        ) from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path} must hold sections such as 'train:' and 'encoder:', not {type(data).__name__}")
     try:
         from_dict(data)
     except ConfigError as error:

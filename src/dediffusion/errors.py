@@ -5,7 +5,7 @@ from .data.images import ImageLoadError, NoImagesError
 from .eval.qa import ExamplesFileError
 from .llm.base import LLMError
 from .models.decoder import DecoderLoadError
-from .models.dediffusion import CheckpointMismatchError
+from .models.dediffusion import CheckpointMismatchError, ModelLoadError
 from .train.loop import NonFiniteLossError
 
 USER_ERRORS = (
@@ -14,6 +14,7 @@ USER_ERRORS = (
     NoImagesError,
     DecoderLoadError,
     CheckpointMismatchError,
+    ModelLoadError,
     NonFiniteLossError,
     FileNotFoundError,
     LLMError,

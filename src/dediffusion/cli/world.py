@@ -2,63 +2,93 @@
 
 from __future__ import annotations
 
+import argparse
 import logging
 import sys
 
-from .common import Formatter, add_threads_arg, set_threads
+from .common import (
+    Formatter,
+    add_command,
+    add_encoder_arg,
+    add_output_arg,
+    add_runtime_args,
+    add_sampling_args,
+    add_threads_arg,
+    non_negative_float,
+    non_negative_int,
+    note_deprecated,
+    positive_int,
+    set_threads,
+)
 
 logger = logging.getLogger("dediffusion")
 
 
 def add_world(commands) -> None:
-    world = commands.add_parser("world", help="the bundled procedural world", formatter_class=Formatter)
-    actions = world.add_subparsers(dest="action", required=True)
-    sample = actions.add_parser("sample", help="write world images with their descriptions", formatter_class=Formatter)
-    sample.add_argument("out_dir", help="folder for the PNGs and descriptions.jsonl")
-    sample.add_argument("-n", "--num-images", type=int, default=16, help="how many images")
-    sample.add_argument("--split", choices=("train", "test"), default="train", help="which split")
-    sample.add_argument("--seed", type=int, default=None, help="training-split seed (default 0)")
-    sample.add_argument("--size", type=int, default=32, help="image side in pixels")
-    sample.set_defaults(handler=run_world_sample)
-
-    decoder = actions.add_parser(
-        "pretrain-decoder",
-        help="pretrain the world's text-to-image decoder A (latent, own CLIP-style text encoder) or B "
-        "(pixel space, frozen MiniLM) from scratch",
+    world = commands.add_parser(
+        "world",
+        help="the bundled procedural world: sample images, pretrain its models, bundle them",
+        description="The bundled procedural world: sample images, pretrain its models, bundle them.",
+        epilog="example:\n  dediffusion world sample -n 1000 -o world-images/",
         formatter_class=Formatter,
     )
-    decoder.add_argument("which", choices=("a", "b"), help="which decoder")
-    decoder.add_argument(
-        "--out",
-        required=True,
-        help="diffusers folder to write (replaced atomically at the end); checkpoints go to OUT.checkpoints "
-        "meanwhile, and rerunning the same command after an interruption continues from them",
+    actions = world.add_subparsers(dest="action", required=True)
+    sample = add_command(
+        actions,
+        "sample",
+        "write world images with their descriptions",
+        "dediffusion world sample -n 1000 -o world-images/",
     )
-    decoder.add_argument("--steps", type=int, default=None, help="UNet optimiser steps (default: the bundled model's)")
-    decoder.add_argument("--vae-steps", type=int, default=None, help="decoder A: VAE optimiser steps")
-    decoder.add_argument("--text-steps", type=int, default=None, help="decoder A: text-encoder layout steps")
-    decoder.add_argument("--seed", type=int, default=None, help="seed (default: the bundled model's)")
+    add_output_arg(sample, None, "folder for the PNGs and descriptions.jsonl; required")
+    sample.add_argument("out_dir", nargs="?", default=None, help=argparse.SUPPRESS)  # the old spelling of -o
+    sample.add_argument("-n", "--num-images", type=positive_int, default=16, help="how many images")
+    sample.add_argument("--split", choices=("train", "test"), default="train", help="which split")
+    sample.add_argument("--seed", type=non_negative_int, default=None, help="training-split seed (default 0)")
+    sample.add_argument("--size", type=positive_int, default=32, help="image side in pixels")
+    sample.set_defaults(handler=run_world_sample)
+
+    decoder = add_command(
+        actions,
+        "pretrain-decoder",
+        "pretrain the world's text-to-image decoder A (latent, own CLIP-style text encoder) or B "
+        "(pixel space, frozen MiniLM) from scratch",
+        "dediffusion world pretrain-decoder a -o runs/decoder_a",
+    )
+    decoder.add_argument("which", choices=("a", "b"), help="which decoder")
+    add_output_arg(
+        decoder,
+        None,
+        "diffusers folder to write (replaced atomically at the end); checkpoints go to OUTPUT.checkpoints "
+        "meanwhile, and rerunning the same command after an interruption continues from them; required",
+        old=("--out",),
+    )
+    decoder.add_argument(
+        "--steps", type=positive_int, default=None, help="UNet optimiser steps (default: the bundled model's)"
+    )
+    decoder.add_argument("--vae-steps", type=positive_int, default=None, help="decoder A: VAE optimiser steps")
+    decoder.add_argument("--text-steps", type=non_negative_int, default=None, help="decoder A: text-encoder steps")
+    decoder.add_argument("--seed", type=non_negative_int, default=None, help="seed (default: the bundled model's)")
     decoder.add_argument(
         "--p-loose",
-        type=float,
+        type=non_negative_float,
         default=None,
         help="decoder A: share of loose-word captions (default 0.5, as the bundled model)",
     )
     decoder.add_argument(
         "--object-weight",
-        type=float,
+        type=non_negative_float,
         default=None,
         help="decoder A: extra weight of the denoising error under objects (default 0, as the bundled model)",
     )
     decoder.add_argument(
         "--vae-shape-weight",
-        type=float,
+        type=non_negative_float,
         default=None,
         help="decoder A: weight of the VAE's shape-in-latents loss (default 0.1, as the bundled model; 0: none)",
     )
     decoder.add_argument(
         "--vae-shape-margin",
-        type=float,
+        type=non_negative_float,
         default=None,
         help="decoder A: the shape-in-latents loss is a hinge with this margin in latent standard deviations "
         "(default 0.2, as the bundled model)",
@@ -66,22 +96,24 @@ def add_world(commands) -> None:
     add_threads_arg(decoder)
     decoder.set_defaults(handler=run_world_pretrain_decoder)
 
-    perception = actions.add_parser(
+    perception = add_command(
+        actions,
         "pretrain-perception",
-        help="train the perception model that reads scene graphs back from pixels",
-        formatter_class=Formatter,
+        "train the perception model that reads scene graphs back from pixels",
+        "dediffusion world pretrain-perception -o runs/perception",
     )
-    perception.add_argument("--out", required=True, help="folder for model.safetensors and config.json")
-    perception.add_argument("--steps", type=int, default=1500, help="optimiser steps")
-    perception.add_argument("--batch-size", type=int, default=128, help="scenes per step")
-    perception.add_argument("--seed", type=int, default=0, help="seed of the scenes and the weights")
+    add_output_arg(perception, None, "folder for model.safetensors and config.json; required", old=("--out",))
+    perception.add_argument("--steps", type=positive_int, default=1500, help="optimiser steps")
+    perception.add_argument("--batch-size", type=positive_int, default=128, help="scenes per step")
+    perception.add_argument("--seed", type=non_negative_int, default=0, help="seed of the scenes and the weights")
     add_threads_arg(perception)
     perception.set_defaults(handler=run_world_pretrain_perception)
 
-    bundle = actions.add_parser(
+    bundle = add_command(
+        actions,
         "bundle",
-        help="copy a trained artifact into the installed package, where it loads as bundled:NAME",
-        formatter_class=Formatter,
+        "copy a trained artifact into the installed package, where it loads as bundled:NAME",
+        "dediffusion world bundle runs/world/final world_encoder",
     )
     bundle.add_argument("source", help="the artifact folder (an encoder: its run's final/)")
     bundle.add_argument("name", choices=("decoder_a", "decoder_b", "world_encoder", "perception"), help="which one")
@@ -89,14 +121,31 @@ def add_world(commands) -> None:
 
 
 def run_world_sample(args) -> int:
+    from ..config import ConfigError
     from ..world import write_samples
 
-    paths = write_samples(args.num_images, args.out_dir, seed=args.seed, size=args.size, split=args.split)
-    logger.info("wrote %d images and descriptions.jsonl to %s", len(paths), args.out_dir)
+    if args.out_dir is not None:
+        if args.output is not None:
+            raise ConfigError(f"give the folder once: -o {args.output} (drop '{args.out_dir}')")
+        note_deprecated(args, "the positional folder of world sample", "-o FOLDER")
+        logger.warning("%s", args.deprecations[-1])
+        args.output = args.out_dir
+    if args.output is None:
+        raise ConfigError("world sample needs a folder to write: -o FOLDER")
+    write_samples(args.num_images, args.output, seed=args.seed, size=args.size, split=args.split)
     return 0
 
 
+def require_output(args) -> str:
+    from ..config import ConfigError
+
+    if not args.output:
+        raise ConfigError(f"{args.command} {args.action} needs a folder to write: -o FOLDER")
+    return args.output
+
+
 def run_world_pretrain_decoder(args) -> int:
+    output = require_output(args)
     set_threads(args)
     options = {k: v for k, v in (("steps", args.steps), ("seed", args.seed)) if v is not None}
     if args.which == "a":
@@ -108,8 +157,9 @@ def run_world_pretrain_decoder(args) -> int:
             ("vae_shape_margin", args.vae_shape_margin),
         )  # fmt: skip
         options.update({k: v for k, v in stages if v is not None})
-        pretrain_decoder_a(args.out, command=args.command_line, **options)
+        pretrain_decoder_a(output, command=args.command_line, **options)
     else:
+        from ..config import ConfigError
         from ..world.decoder_b import pretrain_decoder_b
 
         options_of_a = (
@@ -117,11 +167,11 @@ def run_world_pretrain_decoder(args) -> int:
             args.vae_shape_margin,
         )  # fmt: skip
         if any(v is not None for v in options_of_a):
-            raise SystemExit(
-                "error: decoder B has no VAE and a frozen text encoder, and learns from phrases only; "
+            raise ConfigError(
+                "decoder B has no VAE and a frozen text encoder, and learns from phrases only; "
                 "drop --vae-steps/--text-steps/--p-loose/--object-weight/--vae-shape-weight/--vae-shape-margin"
             )
-        pretrain_decoder_b(args.out, command=args.command_line, **options)
+        pretrain_decoder_b(output, command=args.command_line, **options)
     return 0
 
 
@@ -130,13 +180,13 @@ def run_world_pretrain_perception(args) -> int:
 
     from ..world.perception import train_perception
 
+    output = require_output(args)
     set_threads(args)
     start = time.perf_counter()
     model = train_perception(steps=args.steps, batch_size=args.batch_size, seed=args.seed)
     model.metadata["command"] = args.command_line
     model.metadata["command_wall_time_s"] = round(time.perf_counter() - start, 1)
-    model.save(args.out)
-    logger.info("saved the perception model to %s", args.out)
+    model.save(output)
     return 0
 
 
@@ -146,33 +196,40 @@ def run_world_bundle(args) -> int:
     try:
         size = bundle_artifact(args.source, args.name)
     except ValueError as error:
-        raise SystemExit(f"error: {error}") from None
+        from ..config import ConfigError
+
+        raise ConfigError(str(error)) from None
     logger.info("bundled %s as bundled:%s; the bundle is now %.1f MB", args.source, args.name, size / 1e6)
     return 0
 
 
 def add_demo(commands) -> None:
-    parser = commands.add_parser(
+    parser = add_command(
+        commands,
         "demo",
-        help="bundled world: test images -> De-Diffusion text -> images redrawn by decoders A and B",
-        formatter_class=Formatter,
+        "bundled world: test images -> De-Diffusion text -> images redrawn by decoders A and B",
+        "dediffusion demo -o demo.png -n 8",
+        "Encode the world's first test images with the bundled encoder, redraw them from the text with "
+        "decoder A (the one it was trained with) and decoder B (one it never saw), and write one grid: "
+        "test image | text | decoder A | decoder B. Runs offline on a CPU in seconds.",
     )
-    parser.add_argument("--out", "-o", default="demo.png", help="grid PNG to write")
-    parser.add_argument("-n", "--num-images", type=int, default=8, help="how many test images")
-    parser.add_argument("--model", default="bundled:world_encoder", help="De-Diffusion model folder")
+    add_output_arg(parser, "demo.png", "grid PNG to write", old=("--out",))
+    parser.add_argument("-n", "--num-images", type=positive_int, default=8, help="how many test images")
+    add_encoder_arg(parser)
     parser.add_argument("--decoder-b", default="bundled:decoder_b", help="the third-party decoder folder")
-    parser.add_argument("--guidance-scale", type=float, default=3.0, help="classifier-free guidance scale")
-    parser.add_argument("--num-inference-steps", type=int, default=25, help="denoising steps")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the first image's noise")
+    add_sampling_args(parser, num_inference_steps=25)
+    add_runtime_args(parser, batch_size=8, device=False)
     parser.set_defaults(handler=run_demo)
 
 
 def run_demo(args) -> int:
     from ..world.demo import run_demo as demo
 
+    set_threads(args)
     result = demo(
-        args.out, args.num_images, args.model, args.decoder_b, args.guidance_scale, args.num_inference_steps, args.seed
-    )
+        args.output, args.num_images, args.encoder, args.decoder_b, args.guidance_scale, args.num_inference_steps,
+        args.seed, batch_size=args.batch_size,
+    )  # fmt: skip
     for text, description in zip(result.texts, result.descriptions):
         sys.stdout.write(f"{text}\n    (true scene: {description})\n")
     logger.info("wrote %s (columns: test image | text | decoder A | decoder B)", result.grid)

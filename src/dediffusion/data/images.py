@@ -14,6 +14,7 @@ orientation, with transparency composited over white.
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import os
 import warnings
@@ -26,7 +27,9 @@ from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
 
 logger = logging.getLogger(__name__)
 
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff")
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".gif", ".webp", ".bmp", ".tif", ".tiff")  # named in messages
+# Pillow registers these but cannot decode them without outside programs or handlers
+_UNDECODABLE = frozenset({".bufr", ".grib", ".h5", ".hdf", ".emf", ".wmf", ".eps", ".ps", ".mpeg", ".mpg"})
 MAX_IMAGE_PIXELS = 89_478_485  # PIL's default decompression-bomb limit
 PathLike = str | os.PathLike
 
@@ -51,8 +54,8 @@ class NoImagesError(ValueError):
     def __init__(self, paths: Sequence[PathLike]):
         names = ", ".join(f"'{p}'" for p in paths)
         super().__init__(
-            f"no images found in {names} (searched recursively for {' '.join(IMAGE_EXTENSIONS)}; "
-            "hidden files and folders are skipped). Add images there or point to another folder."
+            f"no images found in {names} (searched recursively for {' '.join(IMAGE_EXTENSIONS)} and the other "
+            "formats Pillow reads; hidden files and folders are skipped). Add images there or point to another folder."
         )
         self.paths = [Path(p) for p in paths]
 
@@ -69,9 +72,9 @@ def find_images(paths: PathLike | Sequence[PathLike]) -> list[Path]:
 
     Args:
         paths: one path or a list of paths. A folder is searched recursively for files whose
-            suffix (any case) is in IMAGE_EXTENSIONS, skipping hidden files and folders, in sorted
-            order. A file is kept as given whatever its suffix, so a bad file the user named gets
-            a clear `ImageLoadError` when loaded instead of vanishing.
+            suffix (any case) names a format Pillow reads (`image_extensions()`), skipping
+            hidden files and folders, in sorted order. A file is kept as given whatever its
+            suffix, so a bad file the user named gets a clear `ImageLoadError` when loaded instead of vanishing.
     Returns:
         The files, in argument order, duplicates removed.
     Raises:
@@ -98,7 +101,14 @@ def _search_folder(folder: Path) -> list[Path]:
 
 
 def _is_image_name(name: str) -> bool:
-    return not name.startswith(".") and Path(name).suffix.lower() in IMAGE_EXTENSIONS
+    return not name.startswith(".") and Path(name).suffix.lower() in image_extensions()
+
+
+@functools.cache
+def image_extensions() -> frozenset[str]:
+    """The file suffixes (lower case, with the dot) of every image format Pillow can open and decode."""
+    readable = {ext for ext, kind in Image.registered_extensions().items() if kind in Image.OPEN}
+    return frozenset(readable - _UNDECODABLE) | frozenset(IMAGE_EXTENSIONS)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -162,8 +172,8 @@ def _pil_errors_as_load_errors(path: Path) -> Iterator[None]:
 
 def _too_large_hint() -> str:
     return (
-        "This guards against decompression bombs; if you trust the file, pass a larger max_pixels= "
-        "(beyond 2 * PIL.Image.MAX_IMAGE_PIXELS, raise that too), or downscale the image."
+        "This guards against decompression bombs; if you trust the file, downscale it, or raise the limit "
+        "(command line: --max-pixels; Python: max_pixels=, and beyond 2 * PIL.Image.MAX_IMAGE_PIXELS that too)."
     )
 
 

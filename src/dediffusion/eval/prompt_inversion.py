@@ -69,7 +69,11 @@ def invert_prompts(
     best_ids = allowed[init.to(allowed.device)]
     best_loss = scorer(best_ids)
     history = [best_loss.mean().item()]
+    from ..progress import progress_bar
+
+    bar = progress_bar(steps, "prompt inversion", unit="step")
     for step in range(steps):
+        bar.update(1)
         nearest = _nearest(embeddings.detach(), candidates)
         projected = candidates[nearest].clone().requires_grad_(True)
         generators = sample_generators([(s << 24) + step + 1 for s in seeds], decoder.device)
@@ -87,6 +91,7 @@ def invert_prompts(
             best_loss = torch.minimum(found, best_loss)
             history.append(best_loss.mean().item())
             logger.info("prompt inversion step %d/%d: fixed-noise loss %.4f", step + 1, steps, history[-1])
+    bar.close()
     return Inversion(decoder.decode_tokens(best_ids), best_ids, best_loss, history)
 
 

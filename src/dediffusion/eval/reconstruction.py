@@ -50,19 +50,26 @@ def score_prompt_sources(
     for name, texts in sources.items():
         if len(texts) != len(references):
             raise ValueError(f"prompt source {name!r} has {len(texts)} texts for {len(references)} images")
+    from ..progress import progress_bar
+
     real = feature_statistics(features(references))
     cells: Cells = {}
+    empty = {name for name, texts in sources.items() if not any(t.strip() for t in texts)}
+    total = len(references) * sum(1 if name in empty else len(guidance_scales) for name in sources)
+    bar = progress_bar(total, "reconstruction", unit="image")
     for name, texts in sources.items():
-        unconditional = not any(t.strip() for t in texts)
+        unconditional = name in empty
         for scale in guidance_scales[:1] if unconditional else guidance_scales:
             start = time.perf_counter()
             images = generate_from_prompts(decoder, texts, scale, num_inference_steps, seed=seed, dtype=dtype)
             cell = _scene_scores(images, truths, scorer)
             cell["fd_effnet"] = frechet_distance(*real, *feature_statistics(features(images)))
             cells.setdefault(name, {})[_key(scale)] = cell
+            bar.update(len(references))
             logger.info("%s @ guidance %g: %s (%.0f s)", name, scale, cell, time.perf_counter() - start)
         if unconditional:
             cells[name] = {_key(s): cells[name][_key(guidance_scales[0])] for s in guidance_scales}
+    bar.close()
     return cells
 
 

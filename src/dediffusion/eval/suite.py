@@ -48,6 +48,7 @@ NEEDS_ANSWER_KEY = "needs an answer key: run on world images (no --images) to ge
 @dataclass(frozen=True)
 class EvaluationSettings:
     model: str = "bundled:world_encoder"
+    decoder: str | None = None  # the model's decoder ("decoder_a" in the report); None: the one it records
     decoder_b: str | None = "bundled:decoder_b"
     images: str | None = None  # a folder of the user's images; None: the world's test split
     num_images: int = 100
@@ -71,7 +72,8 @@ def run_evaluation(settings: EvaluationSettings, out_dir: Path, task: Task | Non
 
     `task` supplies the images and their answer key unless `settings.images` names a folder."""
     start = time.perf_counter()
-    model = DeDiffusion.from_pretrained(settings.model).eval()
+    decoder = TextToImageDecoder.from_pretrained(settings.decoder, lazy=True) if settings.decoder else None
+    model = DeDiffusion.from_pretrained(settings.model, decoder=decoder).eval()
     decoders = {"decoder_a": model.decoder}
     if settings.decoder_b:
         decoders["decoder_b"] = TextToImageDecoder.from_pretrained(settings.decoder_b)

@@ -11,6 +11,7 @@ folder: `config.yaml`, `model.safetensors` (encoder weights and vocabulary mask)
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -37,6 +38,10 @@ class CheckpointMismatchError(ValueError):
     """A saved encoder does not fit the decoder (or the config) it is loaded with."""
 
 
+class ModelLoadError(ValueError):
+    """A De-Diffusion model folder is incomplete, damaged or not one at all."""
+
+
 def sample_generators(seeds: Sequence[int] | torch.Tensor, device: torch.device | str) -> list[torch.Generator]:
     """One generator per sample, so each sample's randomness depends only on its own seed."""
     return [torch.Generator(device=device).manual_seed(int(seed)) for seed in seeds]
@@ -46,9 +51,12 @@ class DeDiffusion(nn.Module):
     def __init__(self, config: Config, decoder: TextToImageDecoder, vocab_mask: torch.Tensor | None = None):
         super().__init__()
         if config.encoder.num_tokens > decoder.max_tokens:
-            raise ValueError(
+            from ..config import ConfigError
+
+            raise ConfigError(
                 f"encoder.num_tokens={config.encoder.num_tokens} exceeds what the decoder's text encoder "
-                f"takes ({decoder.max_tokens} tokens)"
+                f"takes ({decoder.max_tokens} tokens); set encoder.num_tokens={decoder.max_tokens} or fewer "
+                "(`fit_to_decoder` does this for presets)"
             )
         self.config = config
         self.decoder = decoder
@@ -140,24 +148,83 @@ class DeDiffusion(nn.Module):
         unless given (lazily: its model components load when first used, see
         `TextToImageDecoder.from_pretrained`).
 
-        Raises CheckpointMismatchError when the decoder's vocabulary differs from the one trained for.
+        Raises CheckpointMismatchError when the decoder's vocabulary differs from the one trained for,
+        FileNotFoundError when `path` does not exist and ModelLoadError when a file in it is missing or damaged.
         """
-        from safetensors.torch import load_file
-
         from ..assets import resolve
 
         path = Path(resolve(path))
-        if not (path / WEIGHTS_NAME).is_file():
-            raise FileNotFoundError(f"'{path}' is not a De-Diffusion model folder (no {WEIGHTS_NAME})")
-        config = load_config(str(path / CONFIG_NAME))
-        record = json.loads((path / DECODER_NAME).read_text())
+        config, record = read_model_files(path)
         # lazy: encoding needs the tokenizer alone; the rest loads when first used (reconstruct, loss)
         decoder = decoder or TextToImageDecoder.from_pretrained(resolve_decoder_path(path, record["path"]), lazy=True)
         check_decoder(decoder, record, path)
-        state = load_file(str(path / WEIGHTS_NAME))
+        state = read_weights(path)
         model = cls(config, decoder, vocab_mask=state.pop("vocab_mask"))
         load_encoder_state(model.encoder, state, path)
+        model.trained_resolution = record.get("resolution")  # the image size it was trained on, if recorded
         return model.to(device)
+
+
+def fit_to_decoder(config: Config, max_tokens: int) -> Config:
+    """`config` with `encoder.num_tokens` (and the starting text) cut to the `max_tokens` the decoder takes,
+    with a logged notice; unchanged when it fits. Presets name a token count for one decoder family."""
+    if config.encoder.num_tokens <= max_tokens:
+        return config
+    logger.warning(
+        "encoder.num_tokens=%d is more than this decoder's text encoder takes; using %d tokens "
+        "(set encoder.num_tokens to choose fewer)",
+        config.encoder.num_tokens,
+        max_tokens,
+    )
+    words = config.tokens.init_text.split()
+    tokens = dataclasses.replace(config.tokens, init_text=" ".join(words[:max_tokens]))
+    return dataclasses.replace(
+        config, encoder=dataclasses.replace(config.encoder, num_tokens=max_tokens), tokens=tokens
+    )
+
+
+def read_model_files(path: Path) -> tuple[Config, dict]:
+    """The config and decoder record of a model folder; ModelLoadError (or FileNotFoundError) names what
+    is missing or broken."""
+    from ..config import ConfigError
+
+    if not path.is_dir():
+        raise FileNotFoundError(f"model folder '{path}' does not exist; give a trained model folder or bundled:NAME")
+    for name in (WEIGHTS_NAME, CONFIG_NAME, DECODER_NAME):
+        if not (path / name).is_file():
+            raise ModelLoadError(
+                f"'{path}' is not a De-Diffusion model folder (no {name}); give a run's final/ folder, "
+                "a checkpoint folder or bundled:world_encoder"
+            )
+    try:
+        config = load_config(str(path / CONFIG_NAME))
+    except ConfigError as error:
+        raise ModelLoadError(f"model folder '{path}': {error}") from None
+    try:
+        record = json.loads((path / DECODER_NAME).read_text())
+        if not isinstance(record, dict) or not {"path", "fingerprint", "vocab_size"} <= set(record):
+            raise ValueError("it lacks path, fingerprint or vocab_size")
+    except (ValueError, UnicodeDecodeError) as error:
+        raise ModelLoadError(f"'{path / DECODER_NAME}' is damaged ({error}); copy the model folder again") from None
+    return config, record
+
+
+def read_weights(path: Path) -> dict[str, torch.Tensor]:
+    """The tensors of `path/model.safetensors`; ModelLoadError when the file is damaged or foreign."""
+    from safetensors.torch import load_file
+
+    file = path / WEIGHTS_NAME
+    try:
+        state = load_file(str(file))
+    except Exception as error:  # SafetensorError (truncated, corrupt header), OSError
+        raise ModelLoadError(
+            f"'{file}' is damaged or not a safetensors file ({error}); copy the model folder again"
+        ) from None
+    if "vocab_mask" not in state:
+        raise ModelLoadError(
+            f"'{file}' holds no De-Diffusion encoder (no vocab_mask tensor): it was written by another program"
+        )
+    return state
 
 
 def unique_words_of(text: str, drop: Sequence[str] = ()) -> str:

@@ -28,7 +28,10 @@ def read_index(path: str) -> dict:
     local = Path(path) / "model_index.json"
     try:
         if local.is_file():
-            return json.loads(local.read_text())
+            index = json.loads(local.read_text())
+            if not isinstance(index, dict):
+                raise ValueError("model_index.json does not hold a JSON object")
+            return index
         from diffusers import DiffusionPipeline
 
         return DiffusionPipeline.load_config(str(path))
@@ -49,14 +52,22 @@ class LazyComponent:
         cls = getattr(importlib.import_module(self.library), self.class_name)
         try:
             return cls.from_pretrained(str(self.path), subfolder=self.name)
-        except (OSError, ValueError) as error:
-            raise DecoderLoadError(f"cannot load the {self.name} of decoder '{self.path}': {error}") from error
+        except Exception as error:  # OSError, ValueError, SafetensorError, KeyError from a foreign file...
+            raise DecoderLoadError(
+                f"cannot load the {self.name} of decoder '{self.path}' ({type(error).__name__}: {error}); "
+                "the folder is damaged or incomplete: copy or download it again"
+            ) from error
 
     @functools.cached_property
     def config(self) -> dict:
         """Its config.json in a local folder ({} if there is none), read once."""
         file = Path(self.path) / self.name / "config.json"
-        return json.loads(file.read_text()) if file.is_file() else {}
+        try:
+            return json.loads(file.read_text()) if file.is_file() else {}
+        except ValueError as error:
+            raise DecoderLoadError(
+                f"'{file}' is not valid JSON ({error}); copy or download the decoder again"
+            ) from None
 
 
 def library_of(obj) -> str:

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import json
 import logging
-import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,12 +26,12 @@ from ..config import Config, ConfigError, load_config, save_config
 from ..data.grid import save_grid
 from ..data.images import ImageFolder, from_pixels, load_batch
 from ..models.decoder import TextToImageDecoder
-from ..models.dediffusion import DeDiffusion
+from ..models.dediffusion import DeDiffusion, fit_to_decoder
 from ..records import machine_summary, utc_now
 from .batches import items_for, seeds_for, step_positions
 from .checkpoint import list_checkpoints, load_checkpoint, resolve_resume, save_checkpoint
 from .drawn import load_drawn_pairs
-from .optim import build_lr_scheduler, build_optimizer
+from .optim import apply_learning_rate, build_lr_scheduler, build_optimizer
 
 logger = logging.getLogger(__name__)
 
@@ -65,13 +64,16 @@ def train(config: Config, run_dir: str | Path, resume: str | None = None, cpu: b
     # without CUDA, several processes (torchrun / accelerate launch) run as MULTI_CPU with gloo
     accelerator = Accelerator(mixed_precision=config.train.mixed_precision, cpu=cpu or not torch.cuda.is_available())
     checkpoint = resolve_resume(run_dir, resume)
+    decoder = load_decoder(config)
+    config = fit_to_decoder(config, decoder.max_tokens)
     if accelerator.is_main_process:
         prepare_run_dir(run_dir, config, resuming=checkpoint is not None)
-    model, optimizer, lr_scheduler = build_training(config, accelerator)
+    model, optimizer, lr_scheduler = build_training(config, decoder, accelerator)
     dataset = build_dataset(config, model.decoder.resolution)
     state = RunState()
     if checkpoint is not None:
         state.step = load_checkpoint(checkpoint, model, optimizer, lr_scheduler)
+        apply_learning_rate(optimizer, lr_scheduler, config.train.learning_rate)  # it may change on resume
         logger.info("resumed from %s at step %d", checkpoint, state.step)
         if accelerator.is_main_process:
             trim_metrics(run_dir / "metrics.jsonl", state.step)
@@ -90,22 +92,47 @@ def train(config: Config, run_dir: str | Path, resume: str | None = None, cpu: b
     return final
 
 
+# settings a resumed run may change: how fast and how long it learns, and what it logs and keeps
+RESUMABLE_KEYS = frozenset(
+    {
+        "train.learning_rate", "train.max_grad_norm", "train.steps", "train.log_every", "train.checkpoint_every",
+        "train.keep_checkpoints", "train.sample_every", "train.num_samples", "sleep.learning_rate",
+    }
+)  # fmt: skip
+
+
 def prepare_run_dir(run_dir: Path, config: Config, resuming: bool) -> None:
-    """Write config.yaml; a resumed run must use the config it was started with."""
+    """Write config.yaml and remove what a run killed mid-write left; a resumed run must use the config it
+    was started with, except for `RESUMABLE_KEYS`."""
     run_dir.mkdir(parents=True, exist_ok=True)
+    remove_stale_temporaries(run_dir)
     saved = run_dir / "config.yaml"
     if resuming and saved.is_file():
         before = load_config(str(saved)).to_dict()
         after = config.to_dict()
         changed = [f"{s}.{k}" for s in after for k in after[s] if before[s][k] != after[s][k]]
-        if changed:
+        fixed = [key for key in changed if key not in RESUMABLE_KEYS]
+        if fixed:
             raise ConfigError(
-                f"cannot resume '{run_dir}' with a different config (changed: {changed}); "
-                "use the saved config.yaml or a new run folder"
+                f"cannot resume '{run_dir}' with a different config (changed: {fixed}); a resumed run may "
+                f"change only {sorted(RESUMABLE_KEYS)}. Use the saved config.yaml or a new run folder"
             )
+        if changed:
+            logger.info("resuming with changed settings: %s", ", ".join(changed))
     elif not resuming and list_checkpoints(run_dir):
         raise ConfigError(f"'{run_dir}' already holds checkpoints: pass --resume latest, or pick a new folder")
     save_config(config, saved)
+
+
+def remove_stale_temporaries(run_dir: Path) -> None:
+    """Delete the `.NAME.tmp-*` / `.NAME.old-*` folders and files an atomic write leaves when killed."""
+    import shutil
+
+    for folder in (run_dir, run_dir / "checkpoints", run_dir / "sleep"):
+        stale = [*folder.glob(".*.tmp-*"), *folder.glob(".*.old-*")] if folder.is_dir() else []
+        for path in stale:
+            logger.info("removing %s, left by a run that was stopped while writing it", path)
+            shutil.rmtree(path) if path.is_dir() else path.unlink()
 
 
 def build_dataset(config: Config, resolution: int) -> ImageFolder:
@@ -122,8 +149,13 @@ def trim_metrics(path: Path, step: int) -> None:
         atomic_write_bytes(path, "".join(line + "\n" for line in lines).encode())
 
 
-def build_training(config: Config, accelerator):
-    decoder = TextToImageDecoder.from_pretrained(config.decoder.path, dtype=config.decoder.dtype)
+def load_decoder(config: Config) -> TextToImageDecoder:
+    if not config.decoder.path:
+        raise ConfigError("no decoder: pass --decoder PATH (a diffusers folder, hub id or bundled:decoder_a)")
+    return TextToImageDecoder.from_pretrained(config.decoder.path, dtype=config.decoder.dtype)
+
+
+def build_training(config: Config, decoder: TextToImageDecoder, accelerator):
     if config.train.gradient_checkpointing:
         decoder.unet.enable_gradient_checkpointing()
     torch.manual_seed(config.train.seed)  # encoder initialisation
@@ -150,7 +182,7 @@ def run_steps(ddp_model, model, optimizer, lr_scheduler, data, config, run_dir, 
             out = sleep_step(ddp_model, drawn, config, state, accelerator)
         else:
             out = wake_step(ddp_model, dataset, config, run_dir, state, accelerator)
-        check_finite(out["loss"], state.step, run_dir, accelerator)
+        check_finite(out["loss"], config, state.step, run_dir, accelerator)
         accelerator.backward(out["loss"])
         if cfg.max_grad_norm > 0:
             accelerator.clip_grad_norm_(model.encoder.parameters(), cfg.max_grad_norm)
@@ -196,10 +228,9 @@ def after_step(model, optimizer, lr_scheduler, dataset, out, config, run_dir, ac
         record = metrics_record(out, lr_scheduler, state, accelerator, phase)
         shown = {k: record[k] for k in ("loss", "denoising_loss", "temperature") if k in record}
         progress.set_postfix({k: f"{v:.4f}" for k, v in shown.items()})
-        if progress.disable and accelerator.is_main_process:  # no terminal: progress goes to the log
-            values = " ".join(f"{k.replace('_', ' ')} {v:.4f}" for k, v in shown.items())
-            logger.info("%s step %d/%d %s %.1f images/s", record["phase"], step, total, values, record["images_per_s"])
         if accelerator.is_main_process:
+            values = " ".join(f"{k.replace('_', ' ')} {v:.4f}" for k, v in shown.items())
+            logger.info("%s: %s %.1f images/s", step_label(config, step), values, record["images_per_s"])
             with open(run_dir / "metrics.jsonl", "a") as handle:
                 handle.write(json.dumps(record) + "\n")
     if accelerator.is_main_process and step == config.sleep.steps:
@@ -246,15 +277,28 @@ def metrics_record(out, lr_scheduler, state, accelerator, phase: str) -> dict:
     }
 
 
-def check_finite(loss: torch.Tensor, step: int, run_dir: Path, accelerator) -> None:
-    """Stop before a NaN/inf loss updates the weights; the last checkpoint stays the last good one."""
+def step_label(config: Config, step: int) -> str:
+    """What step `step` (1-based, counting sleep and wake steps together) is, in words a user reads:
+    "sleep step 5/100 (run step 5/300)" or "wake step 3/200 (run step 103/300)"."""
+    total = total_steps(config)
+    if step <= config.sleep.steps:
+        return f"sleep step {step}/{config.sleep.steps} (run step {step}/{total})"
+    return f"wake step {step - config.sleep.steps}/{config.train.steps} (run step {step}/{total})"
+
+
+def check_finite(loss: torch.Tensor, config: Config, step: int, run_dir: Path, accelerator) -> None:
+    """Stop before a NaN/inf loss updates the weights (`step`: the steps done before it); the last
+    checkpoint stays the last good one, and the message says how to go on from it."""
     finite = accelerator.reduce(torch.isfinite(loss.detach()).float().reshape(1), reduction="sum")
     if finite.item() < accelerator.num_processes:
         found = list_checkpoints(run_dir)
         last = f"the last good checkpoint is {found[-1][1]}" if found else "no checkpoint was written yet"
+        key = "sleep.learning_rate" if step < config.sleep.steps else "train.learning_rate"
+        lower = (config.sleep.learning_rate if step < config.sleep.steps else config.train.learning_rate) / 10
         raise NonFiniteLossError(
-            f"loss is {loss.item()} at step {step}: training stopped before the update; {last}. "
-            "Lower train.learning_rate or train.max_grad_norm (or check the images), then rerun with --resume latest."
+            f"loss is {loss.item()} at {step_label(config, step + 1)}: training stopped before the update; {last}. "
+            f"Rerun the same train command with --resume latest --set {key}={lower:.3g} "
+            "(or check the images for damaged files)."
         )
 
 
@@ -280,7 +324,6 @@ def write_samples(model: DeDiffusion, dataset: ImageFolder, count: int, path: Pa
 
 
 def progress_bar(total: int, initial: int, accelerator):
-    from tqdm.auto import tqdm
+    from ..progress import progress_bar as bar
 
-    disable = not (accelerator.is_main_process and sys.stderr.isatty())
-    return tqdm(total=total, initial=initial, disable=disable, desc="train", unit="step")
+    return bar(total, "train", unit="step", initial=initial, enabled=accelerator.is_main_process)

@@ -49,3 +49,12 @@ def warmup_cosine(step: int, warmup: int, total: int) -> float:
         return (step + 1) / (warmup + 1)
     progress = min((step - warmup) / max(total - warmup, 1), 1.0)
     return 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
+def apply_learning_rate(optimizer: torch.optim.Optimizer, lr_scheduler, learning_rate: float) -> None:
+    """Make a schedule restored from a checkpoint follow `learning_rate` (a resumed run may change it):
+    restoring brings back the base rate the run started with, and the optimizer's current rate."""
+    lr_scheduler.base_lrs = [learning_rate] * len(optimizer.param_groups)
+    for group, factor in zip(optimizer.param_groups, lr_scheduler.lr_lambdas):
+        group["initial_lr"] = learning_rate
+        group["lr"] = learning_rate * factor(lr_scheduler.last_epoch)

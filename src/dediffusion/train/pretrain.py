@@ -25,6 +25,7 @@ import torch
 from ..atomic import atomic_write_bytes
 from ..models.decoder import TextToImageDecoder
 from ..models.dediffusion import sample_generators
+from ..progress import progress_range
 
 logger = logging.getLogger(__name__)
 
@@ -151,7 +152,7 @@ def pretrain_text_to_image(
     ema = [p.detach().clone() for p in params] if ema_decay > 0 else None
     start, losses = _resume(checkpoints, "unet", parts, optimizer, schedule, ema)
     try:
-        for step in range(start, steps):
+        for step in progress_range(start, steps, "pretrain unet"):
             images, captions, *weights = sample(batch_size, step)
             seeds = [(seed << 32) + step * batch_size + i for i in range(len(captions))]
             with torch.set_grad_enabled(train_text_encoder):
@@ -220,7 +221,7 @@ def pretrain_vae(
     schedule = cosine_lr(optimizer, steps, warmup=min(100, steps // 10 + 1))
     start, losses = _resume(checkpoints, "vae", [vae], optimizer, schedule)
     try:
-        for step in range(start, steps):
+        for step in progress_range(start, steps, "pretrain vae"):
             images = sample(batch_size, step)[0]
             value, means = _vae_loss(vae, images, loss, kl_weight)
             if latent_loss is not None:

@@ -28,6 +28,7 @@ import torch
 import torch.nn.functional as F
 
 from dediffusion.models.sampling import generate_from_prompts
+from dediffusion.progress import progress_range
 from dediffusion.records import machine_summary, utc_now
 from dediffusion.world.render import render_batch
 from dediffusion.world.scene import GRID, SHAPES, Scene
@@ -307,7 +308,7 @@ def pretrain_text_encoder_on_layouts(
     optimizer = torch.optim.AdamW(params, lr=learning_rate, weight_decay=0.0)
     losses = []
     try:
-        for step in range(steps):
+        for step in progress_range(0, steps, "text encoder"):
             scenes = train_scenes(batch_size, seed=seed, start=step * batch_size)
             loss = readout.loss(decoder.encode_text([describe(scene) for scene in scenes]), scenes)
             optimizer.zero_grad(set_to_none=True)

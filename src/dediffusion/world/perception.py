@@ -32,6 +32,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from dediffusion.progress import progress_range
 from dediffusion.world.render import render_batch
 from dediffusion.world.scene import BACKGROUNDS, COLORS, GRID, SHAPES, SIZES, Scene, sample_scene
 from dediffusion.world.split import scene_rng
@@ -262,7 +263,7 @@ def train_perception(
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, _warmup_cosine(steps))
     model.train()
     log, start = _Log(), time.perf_counter()
-    for step in range(steps):
+    for step in progress_range(0, steps, "perception"):
         scenes = [sample_scene(scene_rng(seed, i % num_scenes)) for i in _indices(step, batch_size)]
         images = augment(render_batch(scenes, model.config.image_size), noise_std, blur_prob, generator)
         losses = model.loss(images, scene_targets(scenes))
