@@ -208,7 +208,7 @@ def iterate_batches(model, args, errors: list, limit: int | None = None, desc: s
     from ..data.images import ImageFolder, load_batch
     from ..progress import progress_bar
 
-    dataset = ImageFolder(args.paths, model.encoder.config.image_size, args.max_pixels)
+    dataset = ImageFolder(args.paths, model.decoder.resolution, args.max_pixels)  # as in training
     count = min(len(dataset), limit or len(dataset))
     if count < len(dataset):
         logger.info("using the first %d of the %d images found", count, len(dataset))

@@ -213,7 +213,7 @@ def run_ask(args) -> int:
 
     set_threads(args)
     model = load_model(args)
-    text = model.encode(load_image(args.image, model.encoder.config.image_size)[None].to(model.device))[0]
+    text = model.encode(load_image(args.image, model.decoder.resolution)[None].to(model.device))[0]
     sys.stdout.write(f"text: {text}\n")
     examples = load_examples(args.few_shot_file) if args.few_shot_file else []
     lm = load_llm(args.llm, device=args.device, model=args.llm_model)

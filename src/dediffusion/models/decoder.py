@@ -160,12 +160,21 @@ class TextToImageDecoder(nn.Module):
 
     @property
     def vae_scale_factor(self) -> int:
-        return 2 ** (len(self.vae.config.block_out_channels) - 1) if self.vae is not None else 1
+        vae = self._config_of("vae")
+        return 2 ** (len(vae["block_out_channels"]) - 1) if vae is not None else 1
 
     @property
     def resolution(self) -> int:
-        """Image side in pixels the decoder generates and trains on."""
-        return int(self.unet.config.sample_size) * self.vae_scale_factor
+        """Image side in pixels the decoder generates and trains on (read without loading the weights)."""
+        return int(self._config_of("unet")["sample_size"]) * self.vae_scale_factor
+
+    def _config_of(self, name: str):
+        """A component's config (None without the component), from its config.json while it is not loaded."""
+        lazy = self._lazy.get(name)
+        if lazy is not None and lazy.config:
+            return lazy.config
+        part = getattr(self, name)
+        return None if part is None else part.config
 
     @property
     def latent_shape(self) -> tuple[int, int, int]:

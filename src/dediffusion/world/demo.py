@@ -57,7 +57,7 @@ def run_demo(
     encoder = DeDiffusion.from_pretrained(model).eval()
     third_party = TextToImageDecoder.from_pretrained(decoder_b)
     scenes = test_scenes(num_images)
-    images = render_batch(scenes, encoder.config.encoder.image_size)
+    images = render_batch(scenes, encoder.decoder.resolution)
     texts, redrawn_a, redrawn_b = [], [], []
     with progress_bar(num_images, "demo", unit="image") as bar:
         for start in range(0, num_images, batch_size):
