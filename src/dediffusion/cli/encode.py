@@ -52,6 +52,12 @@ def add_reconstruct(commands) -> None:
     parser.add_argument("--guidance-scale", type=float, default=3.0, help="classifier-free guidance scale")
     parser.add_argument("--num-inference-steps", type=int, default=50, help="denoising steps")
     parser.add_argument("--seed", type=int, default=0, help="seed of the first image's noise")
+    parser.add_argument(
+        "--pipeline",
+        default=None,
+        help="redraw with this diffusers text-to-image pipeline (folder or hub id; SD 1.x/2.x, SDXL, ...) from the "
+        "text's unique words, cut to its tokenizer (default: the model's own decoder)",
+    )
     parser.set_defaults(handler=run_reconstruct)
 
 
@@ -64,11 +70,22 @@ def run_reconstruct(args) -> int:
         return report(0, errors)
     _, images = first
     seeds = range(args.seed, args.seed + len(images))
-    texts, recon = model.reconstruct(images, args.guidance_scale, args.num_inference_steps, seeds)
+    if args.pipeline:
+        texts, recon = reconstruct_with_pipeline(model, images, args, seeds)
+    else:
+        texts, recon = model.reconstruct(images, args.guidance_scale, args.num_inference_steps, seeds)
     save_grid(Path(args.output), images, texts, [recon], headers=["image", "text", "reconstruction"])
     sys.stdout.write("".join(text + "\n" for text in texts))
     logger.info("wrote %s", args.output)
     return report(len(texts), errors)
+
+
+def reconstruct_with_pipeline(model, images, args, seeds):
+    from ..models.pipelines import PipelineTarget
+
+    target = PipelineTarget.from_pretrained(args.pipeline, device=args.device)
+    texts = model.encode(images, unique_words=True)
+    return texts, target.generate(texts, args.guidance_scale, args.num_inference_steps, seeds)
 
 
 def add_ask(commands) -> None:
