@@ -10,6 +10,7 @@ import sys
 from .common import Formatter
 from .encode import add_ask, add_encode, add_reconstruct
 from .evaluate import add_evaluate
+from .serve import add_serve
 from .train import add_train
 from .world import add_demo, add_world
 
@@ -32,6 +33,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_demo(commands)
     add_ask(commands)
     add_evaluate(commands)
+    add_serve(commands)
     return parser
 
 
