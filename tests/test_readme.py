@@ -8,6 +8,7 @@ import shlex
 from pathlib import Path
 
 import pytest
+from test_pipelines import sdxl_dir, vocab_dir  # noqa: F401 (fixtures: a tiny SDXL pipeline folder)
 
 from dediffusion.cli import build_parser, main
 
@@ -22,7 +23,8 @@ TINY = {
     "train": ["--set", "sleep.steps=0", "--set", "train.steps=1", "--set", "train.batch_size=2"]
     + ["--set", "train.sample_every=0", "--set", "encoder.image_size=32"],
 }
-NOT_RUN = {"ask", "evaluate"}  # need an LLM package / minutes; their flags are parsed, and test_cli runs them
+NOT_RUN = {"ask", "evaluate", "serve"}  # an LLM package / minutes / a server: their flags are parsed, and
+# test_cli and test_serve run them
 
 
 def code_blocks(language: str) -> list[str]:
@@ -66,10 +68,12 @@ def test_every_readme_command_parses():
 
 
 @pytest.fixture
-def decoder_folder(micro_decoder_dir, tmp_path):
-    """The README's placeholder paths, made real: a small diffusers folder and a folder of the user's images."""
+def decoder_folder(micro_decoder_dir, sdxl_dir, tmp_path):  # noqa: F811
+    """The README's placeholder paths, made real: a small diffusers folder, a tiny SDXL pipeline and a
+    folder of the user's images."""
     (tmp_path / "path" / "to").mkdir(parents=True)
     (tmp_path / "path" / "to" / "diffusers-folder").symlink_to(micro_decoder_dir)
+    (tmp_path / "path" / "to" / "sdxl-folder").symlink_to(sdxl_dir)
     return tmp_path
 
 

@@ -92,6 +92,14 @@ def add_reconstruct(commands) -> None:
         metavar="PATH",
         help="also redraw with this other text-to-image model (repeatable), e.g. bundled:decoder_b",
     )
+    parser.add_argument(
+        "--pipeline",
+        action="append",
+        default=[],
+        metavar="PATH|HUB_ID",
+        help="also redraw with this diffusers text-to-image pipeline (SD 1.x/2.x, SDXL; repeatable) from the text's "
+        "unique words, cut to its tokenizer",
+    )
     add_output_arg(parser, "reconstructions", "folder for the PNGs and reconstructions.jsonl")
     parser.add_argument("--grid", action="store_true", help="also write grid.png: image | text | reconstructions")
     parser.add_argument("--max-images", type=positive_int, default=16, help="reconstruct at most this many images")
@@ -107,16 +115,21 @@ def run_reconstruct(args) -> int:
     folder, grid = output_folder(args)
     model, errors, rows, drawn = load_model(args), [], [], []
     others = [(name, TextToImageDecoder.from_pretrained(name).to(args.device)) for name in args.transfer_decoder]
+    pipelines = [(name, load_pipeline(name, args.device)) for name in args.pipeline]
     done = 0
     for paths, images in iterate_batches(model, args, errors, limit=args.max_images, desc="reconstruct"):
         seeds = list(range(args.seed + done, args.seed + done + len(images)))
         texts, redrawn = model.reconstruct(images, args.guidance_scale, args.num_inference_steps, seeds)
-        columns = [(decoder_label(model), redrawn)] + [(n, redraw(d, texts, seeds, args)) for n, d in others]
-        rows += write_reconstructions(folder, done, paths, texts, seeds, columns, args)
-        drawn.append((images, texts, [images for _, images in columns]))
+        columns = [(decoder_label(model), texts, redrawn)]
+        columns += [(name, texts, redraw(decoder, texts, seeds, args)) for name, decoder in others]
+        if pipelines:
+            unique = model.encode(images, unique_words=True)
+            columns += [(name, unique, target.generate(unique, *sampling(args), seeds)) for name, target in pipelines]
+        rows += write_reconstructions(folder, done, paths, seeds, columns, args)
+        drawn.append((images, texts, [images for _, _, images in columns]))
         sys.stdout.write("".join(f"{path}\t{text}\n" for path, text in zip(paths, texts)))
         done += len(images)
-    finish_reconstruction(folder, grid, rows, drawn, [decoder_label(model)] + args.transfer_decoder)
+    finish_reconstruction(folder, grid, rows, drawn, [decoder_label(model), *args.transfer_decoder, *args.pipeline])
     return report(done, errors)
 
 
@@ -134,6 +147,16 @@ def decoder_label(model) -> str:
     return model.decoder.source
 
 
+def sampling(args) -> tuple[float, int]:
+    return args.guidance_scale, args.num_inference_steps
+
+
+def load_pipeline(name: str, device: str):
+    from ..models.pipelines import PipelineTarget
+
+    return PipelineTarget.from_pretrained(name, device=device)
+
+
 def redraw(decoder, texts, seeds, args):
     from ..models.dediffusion import sample_generators
 
@@ -141,21 +164,21 @@ def redraw(decoder, texts, seeds, args):
     return decoder.generate(texts, None, args.guidance_scale, args.num_inference_steps, generators)
 
 
-def write_reconstructions(folder: Path, first: int, paths, texts, seeds, columns, args) -> list[dict]:
-    """One PNG per image and decoder (written atomically); returns their reconstructions.jsonl rows."""
+def write_reconstructions(folder: Path, first: int, paths, seeds, columns, args) -> list[dict]:
+    """One PNG per image and decoder (written atomically); returns their reconstructions.jsonl rows.
+    `columns`: (decoder name, the texts it drew from, its images) each."""
     from ..atomic import atomic_write_bytes
     from ..data.images import to_pil
 
     rows = []
-    for k, (path, text, seed) in enumerate(zip(paths, texts, seeds)):
-        for column, (name, images) in enumerate(columns):
+    for k, (path, seed) in enumerate(zip(paths, seeds)):
+        for column, (name, texts, images) in enumerate(columns):
             suffix = "" if column == 0 else f".{Path(name.replace('bundled:', '')).name}"
             output = folder / f"{first + k:05d}-{Path(path).stem}{suffix}.png"
             atomic_write_bytes(output, png_bytes(to_pil(images[k])))
-            rows.append(
-                {"path": str(path), "text": text, "decoder": name, "seed": seed, "guidance_scale": args.guidance_scale,
-                 "num_inference_steps": args.num_inference_steps, "output": str(output)}
-            )  # fmt: skip
+            row = {"path": str(path), "text": texts[k], "decoder": name, "seed": seed}
+            rows.append(row | {"guidance_scale": args.guidance_scale, "num_inference_steps": args.num_inference_steps,
+                               "output": str(output)})  # fmt: skip
     return rows
 
 
