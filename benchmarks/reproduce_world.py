@@ -32,16 +32,16 @@ def chain(out: Path, threads: int) -> list[tuple[str, list[str], Path]]:
     images, decoder_a = out / "world-images", out / "decoder_a"
     encoder = [
         "train", "--preset", "world", "--set", f"train.data={images}", "--set", f"decoder.path={decoder_a}",
-        "--output-dir", str(out / "world_encoder"), *threads_flag,
+        "-o", str(out / "world_encoder"), *threads_flag,
     ]  # fmt: skip
     return [
-        ("world images", ["world", "sample", "-n", "20000", str(images)], images / "descriptions.jsonl"),
-        ("decoder_a", ["world", "pretrain-decoder", "a", "--out", str(decoder_a), *threads_flag],
+        ("world images", ["world", "sample", "-n", "20000", "-o", str(images)], images / "descriptions.jsonl"),
+        ("decoder_a", ["world", "pretrain-decoder", "a", "-o", str(decoder_a), *threads_flag],
          decoder_a / "training.json"),
         ("world_encoder", encoder, out / "world_encoder" / "final" / "training.json"),
-        ("decoder_b", ["world", "pretrain-decoder", "b", "--out", str(out / "decoder_b"), *threads_flag],
+        ("decoder_b", ["world", "pretrain-decoder", "b", "-o", str(out / "decoder_b"), *threads_flag],
          out / "decoder_b" / "training.json"),
-        ("perception", ["world", "pretrain-perception", "--out", str(out / "perception"), *threads_flag],
+        ("perception", ["world", "pretrain-perception", "-o", str(out / "perception"), *threads_flag],
          out / "perception" / "config.json"),
     ]  # fmt: skip
 

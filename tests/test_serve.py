@@ -164,7 +164,7 @@ def images_shown(page, count: int) -> list[bytes]:
 
 def test_browser_upload_shows_text_and_each_decoders_redrawing(page, demo, world_png):
     upload(page, world_png)
-    page.wait_for_function("() => document.querySelector('#text textarea').value.trim().length > 0")
+    page.wait_for_function("() => (document.querySelector('#text textarea')?.value ?? '').trim().length > 0")
     text = page.locator("#text textarea").input_value()
     assert_world_words(text)
     shown = [Image.open(io.BytesIO(body)).convert("RGB") for body in images_shown(page, len(DECODERS))]
@@ -177,7 +177,7 @@ def test_browser_upload_shows_text_and_each_decoders_redrawing(page, demo, world
 
 def test_browser_corrupt_upload_shows_a_clear_message(page, tmp_path):
     upload(page, write_corrupt(tmp_path / "broken.png"))
-    page.wait_for_function("() => document.querySelector('#status').innerText.includes('error')")
+    page.wait_for_function("() => (document.querySelector('#status')?.innerText ?? '').includes('error')")
     status = page.locator("#status").inner_text()
     assert "cannot read image" in status and "Traceback" not in status
 

@@ -173,7 +173,7 @@ class Demo:
         return self._guarded(lambda: (self.redraw_all(text, decoder_names), done), 2)
 
     def _describe_shown(self, load, source, encoder_name: str, unique_words: bool):
-        size = self.encoder(encoder_name).config.encoder.image_size
+        size = self.encoder(encoder_name).decoder.resolution  # the size it was trained on; it resizes itself
         image = load(source, size)
         text = self.describe(image, encoder_name, unique_words)
         return enlarged(image), text, "the encoder wrote this text (edit it and redraw)"
@@ -238,9 +238,13 @@ def build_app(demo: Demo):
         def pick(encoder_name, unique_words, evt: gr.SelectData):
             return demo.on_example(evt.index, encoder_name, unique_words)
 
+        def redraw_written(text, decoder_names):  # after an image: a failed encoding keeps its error shown
+            return (gr.skip(), gr.skip()) if not (text or "").strip() else demo.on_redraw(text, decoder_names)
+
         redraw_step = dict(fn=demo.on_redraw, inputs=[text, decoders], outputs=[gallery, status])
-        upload.upload(demo.on_upload, [upload, encoder, unique], [seen, text, status]).then(**redraw_step)
-        examples.select(pick, [encoder, unique], [seen, text, status]).then(**redraw_step)
+        after_text = {**redraw_step, "fn": redraw_written}
+        upload.upload(demo.on_upload, [upload, encoder, unique], [seen, text, status]).then(**after_text)
+        examples.select(pick, [encoder, unique], [seen, text, status]).then(**after_text)
         button.click(**redraw_step)
     return app
 
