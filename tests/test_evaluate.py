@@ -38,10 +38,10 @@ def world_report(tmp_path_factory):
     short = save_world_encoder(root, "encoder2", 2, root / "decoder_a")
     (short / "training.json").write_text(json.dumps({"steps": 7, "sleep_steps": 3}))  # as `dediffusion train` writes it
     llm = save_tiny_lm(root / "lm", ["<pad>", *sorted(set(" ".join(VOCABULARY).split()))])
-    args = ["evaluate", "--model", str(model), "--decoder-b", str(root / "decoder_b"), "--num-images", "6"]
+    args = ["evaluate", "--encoder", str(model), "--decoder-b", str(root / "decoder_b"), "--num-images", "6"]
     args += ["--ablation-model", str(short), "--few-shot-scenes", "120", "--few-shot-episodes", "10"]
     args += ["--draw-dtype", "bfloat16"]  # redraws under autocast
-    args += ["--llm", str(llm), "--qa-scenes", "2", "--qa-shots", "1", "--out", str(root / "report"), *FAST]
+    args += ["--llm", str(llm), "--qa-scenes", "2", "--qa-shots", "1", "-o", str(root / "report"), *FAST]
     assert main(args) == 0
     return root / "report"
 
@@ -111,8 +111,8 @@ def test_report_without_matplotlib_says_so(monkeypatch, tmp_path):
 def test_a_user_folder_gets_what_needs_no_answer_key(quadrant_folder, micro_decoder_dir, tmp_path):
     model = tmp_path / "m"
     DeDiffusion(tiny_config(str(micro_decoder_dir)), micro()).save_pretrained(model)
-    args = ["evaluate", "--model", str(model), "--decoder-b", "none", "--images", str(quadrant_folder)]
-    assert main([*args, "--num-images", "5", "--out", str(tmp_path / "r"), *FAST]) == 0
+    args = ["evaluate", "--encoder", str(model), "--decoder-b", "none", "--images", str(quadrant_folder)]
+    assert main([*args, "--num-images", "5", "-o", str(tmp_path / "r"), *FAST]) == 0
     record = json.loads((tmp_path / "r" / "report.json").read_text())
     assert set(record["reconstruction"]) == {"decoder_a"} and record["num_images"] == 5
     sources = {"De-Diffusion", "De-Diffusion, unique words", "prompt inversion", "random tokens", "empty"}

@@ -98,7 +98,7 @@ def test_short_training_beats_an_untrained_model():
 
 
 def test_main_trains_and_records_its_command(tmp_path):
-    args = ["world", "pretrain-perception", "--out", str(tmp_path), "--steps", "2", "--batch-size", "4"]
+    args = ["world", "pretrain-perception", "-o", str(tmp_path), "--steps", "2", "--batch-size", "4"]
     assert main(args) == 0
     metadata = PerceptionModel.load(tmp_path).metadata
     assert metadata["command"] == "dediffusion " + " ".join(args)

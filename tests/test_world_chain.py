@@ -63,7 +63,7 @@ def chain(tmp_path_factory):
     )  # fmt: skip
     assert main(["world", "sample", "-n", "64", "--size", str(SIZE), str(root / "images")]) == 0
     sets = [f"decoder.path={decoder_dir}", f"train.data={root / 'images'}", "train.steps=120", *ENCODER, *TRAIN]
-    args = ["train", "--preset", "world", "--output-dir", str(root / "run")]
+    args = ["train", "--preset", "world", "-o", str(root / "run")]
     assert main([*args, *[a for s in sets for a in ("--set", s)]]) == 0
     return root
 
@@ -108,7 +108,7 @@ def test_world_chain_text_beats_a_fresh_encoder(chain):
 def test_demo_writes_a_grid_and_prints_texts(chain, tmp_path, capsys):
     # any decoder can stand in for decoder B; here the chain's decoder A plays both parts
     model, out = chain / "run" / "final", tmp_path / "demo.png"
-    args = ["demo", "--model", str(model), "--decoder-b", str(chain / "decoder_a"), "-n", "3", "--out", str(out)]
+    args = ["demo", "--encoder", str(model), "--decoder-b", str(chain / "decoder_a"), "-n", "3", "-o", str(out)]
     assert main([*args, "--num-inference-steps", "2"]) == 0
     printed = capsys.readouterr().out
     assert printed.count("(true scene: ") == 3
