@@ -78,6 +78,26 @@ def test_encode_writes_jsonl_with_path_text_and_tokens(model_dir, quadrant_folde
     assert [r["text"] for r in rows] == [model.texts_of(torch.tensor([r["tokens"]]), True)[0] for r in records]
 
 
+def test_encode_refine_matches_the_library_and_does_not_depend_on_the_batch_size(model_dir, quadrant_folder, tmp_path):
+    from dediffusion.data.images import ImageFolder, load_batch
+    from dediffusion.models.refine import refine_tokens
+
+    runs = {}
+    for batch_size in ("3", "8"):
+        out = tmp_path / f"refined{batch_size}.jsonl"
+        argv = ["encode", str(quadrant_folder), "--encoder", str(model_dir), "-o", str(out), "--refine", "2"]
+        assert main([*argv, "--batch-size", batch_size, "--seed", "5"]) == 0
+        runs[batch_size] = [json.loads(line) for line in out.read_text().splitlines()]
+    assert runs["3"] == runs["8"]
+    model = DeDiffusion.from_pretrained(model_dir).eval()
+    dataset = ImageFolder([quadrant_folder], model.decoder.resolution)
+    images, _, _ = load_batch(dataset, list(range(len(dataset))))
+    allowed = model.vocab_mask.nonzero().squeeze(1)
+    bias = model.config.train.timestep_bias
+    ids, _ = refine_tokens(model.decoder, images, model.encode_tokens(images), allowed, 2, timestep_bias=bias, seed=5)
+    assert [r["tokens"] for r in runs["8"]] == ids.tolist()
+
+
 def test_encode_text_format_carries_the_path(model_dir, quadrant_folder, capsys):
     assert main(["encode", str(quadrant_folder / "a"), "--encoder", str(model_dir), "--format", "text"]) == 0
     lines = capsys.readouterr().out.strip().splitlines()

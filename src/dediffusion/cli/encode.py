@@ -17,6 +17,7 @@ from .common import (
     add_sampling_args,
     iterate_batches,
     load_model,
+    non_negative_int,
     positive_int,
     report,
     set_threads,
@@ -50,7 +51,15 @@ def add_encode(commands) -> None:
         action="store_true",
         help="write each word once and drop the filler word (the form for other text-to-image models)",
     )
-    add_runtime_args(parser, batch_size=64, seed=False)
+    parser.add_argument(
+        "--refine",
+        type=non_negative_int,
+        default=0,
+        metavar="N",
+        help="improve each text by N rounds of one-word swaps scored by the decoder's own loss (loads the decoder; "
+        "each round costs about 36 decoder passes per image)",
+    )
+    add_runtime_args(parser, batch_size=64, seed=True)
     parser.set_defaults(handler=run_encode)
 
 
@@ -58,8 +67,8 @@ def run_encode(args) -> int:
     set_threads(args)
     model, errors, lines, done = load_model(args), [], [], 0
     for paths, images in iterate_batches(model, args, errors):
+        tokens = refined(model, images, args, args.seed + done) if args.refine else model.encode_tokens(images)
         done += len(paths)
-        tokens = model.encode_tokens(images)
         texts = model.texts_of(tokens, args.unique_words)
         for path, text, ids in zip(paths, texts, tokens.tolist()):
             record = {"path": str(path), "text": text, "tokens": ids}
@@ -70,6 +79,18 @@ def run_encode(args) -> int:
     if args.output not in (None, "-"):
         logger.info("wrote %s", args.output)
     return report(done, errors)
+
+
+def refined(model, images, args, seed: int):
+    """The encoder's token ids refined for `--refine` rounds against the decoder's loss (models/refine.py);
+    image i of the batch is scored on noise from seed `seed + i`, so results do not depend on --batch-size."""
+    from ..models.refine import refine_tokens
+
+    allowed = model.vocab_mask.nonzero().squeeze(1)
+    bias = model.config.train.timestep_bias
+    ids, _ = refine_tokens(model.decoder, images, model.encode_tokens(images), allowed, args.refine, timestep_bias=bias,
+                           seed=seed)  # fmt: skip
+    return ids
 
 
 def add_reconstruct(commands) -> None:
