@@ -58,3 +58,33 @@ def test_a_frozen_backbone_is_cached_in_training_and_gradients_still_reach_the_p
     assert all(p.grad is None for p in model.encoder.backbone.parameters())
     model.eval().encode(images)
     assert calls[-1] == 4  # outside training the backbone runs on the batch as usual
+
+
+def test_normalized_features_have_unit_scale_at_every_location(monkeypatch):
+    model = encoder("encoder.backbone_stage=2", "encoder.pretrained_backbone=true").eval()  # large raw features
+    seen = []
+    monkeypatch.setattr(model.project, "forward", lambda x: seen.append(x) or torch.zeros(*x.shape[:2], 32))
+    model(torch.rand(2, 3, 32, 32) * 2 - 1)
+    (features,) = seen
+    assert torch.allclose(features.mean(-1), torch.zeros(2, 16), atol=1e-4)
+    assert torch.allclose(features.std(-1, unbiased=False), torch.ones(2, 16), atol=1e-3)
+
+
+def test_an_encoder_saved_before_the_option_keeps_raw_features(tmp_path, micro_decoder_dir):
+    import yaml
+
+    from dediffusion.models.decoder import TextToImageDecoder
+
+    decoder = TextToImageDecoder.from_pretrained(micro_decoder_dir)
+    config = tiny_config(str(micro_decoder_dir), "", "encoder.normalize_features=false")
+    DeDiffusion(config, decoder).save_pretrained(tmp_path / "m")
+    file = tmp_path / "m" / "config.yaml"
+    written = yaml.safe_load(file.read_text())
+    del written["encoder"]["normalize_features"]  # as an older version wrote it
+    file.write_text(yaml.safe_dump(written))
+    images = torch.rand(3, 3, 8, 8) * 2 - 1
+    old = DeDiffusion.from_pretrained(tmp_path / "m").eval()
+    assert not old.config.encoder.normalize_features
+    raw = DeDiffusion(config, decoder, vocab_mask=old.vocab_mask).eval()
+    raw.encoder.load_state_dict(old.encoder.state_dict())
+    assert torch.equal(old.logits(images), raw.logits(images))

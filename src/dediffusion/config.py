@@ -41,6 +41,9 @@ class EncoderConfig:
     backbone_channels: tuple[int, ...] = (32, 64, 128)  # "conv" backbone only
     backbone_stage: int = -1  # efficientnet_lite0: -1 its conv head (stride 32); 0..6 the output of that stage
     cache_features: bool = True  # a frozen backbone's features are computed once per training image (exact)
+    # each location's features scaled to zero mean and unit variance before the projection: a pretrained
+    # backbone's raw features are large and would drown the position codes added after it
+    normalize_features: bool = True
     image_size: int = 224  # the backbone sees images resized to this
     num_tokens: int = 75
     width: int = 256

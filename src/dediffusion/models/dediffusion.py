@@ -183,6 +183,16 @@ def fit_to_decoder(config: Config, max_tokens: int) -> Config:
     )
 
 
+def written_before_options(config: Config, file: Path) -> Config:
+    """`config` as the encoder in `file` was trained: options added since it was written take the value that
+    reproduces the behaviour it was trained with (`encoder.normalize_features`: off)."""
+    from ..config import read_preset
+
+    if "normalize_features" in read_preset(str(file)).get("encoder", {}):
+        return config
+    return dataclasses.replace(config, encoder=dataclasses.replace(config.encoder, normalize_features=False))
+
+
 def read_model_files(path: Path) -> tuple[Config, dict]:
     """The config and decoder record of a model folder; ModelLoadError (or FileNotFoundError) names what
     is missing or broken."""
@@ -197,7 +207,7 @@ def read_model_files(path: Path) -> tuple[Config, dict]:
                 "a checkpoint folder or bundled:world_encoder"
             )
     try:
-        config = load_config(str(path / CONFIG_NAME))
+        config = written_before_options(load_config(str(path / CONFIG_NAME)), path / CONFIG_NAME)
     except ConfigError as error:
         raise ModelLoadError(f"model folder '{path}': {error}") from None
     try:

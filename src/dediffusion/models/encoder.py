@@ -130,7 +130,10 @@ class ImageEncoder(nn.Module):
         cached = self.training and self.feature_cache is not None and self.backbone_frozen
         features = self.feature_cache(self.backbone, images) if cached else self.backbone(images)  # (B, C, h, w)
         _, _, height, width = features.shape
-        context = self.project(features.flatten(2).transpose(1, 2))  # (B, h*w, D)
+        features = features.flatten(2).transpose(1, 2)  # (B, h*w, C)
+        if self.config.normalize_features:
+            features = F.layer_norm(features, features.shape[-1:])
+        context = self.project(features)  # (B, h*w, D)
         context = context + sincos_positions(height, width, context.shape[-1], context.device).to(context.dtype)
         return self.head(self.pooler(context)) + self.slot_bias  # (B, N, V)
 
