@@ -1,14 +1,11 @@
 """Encoder and training throughput of De-Diffusion, with peak memory.
 
-Configurations (random weights; speed does not depend on what the weights learned):
-- `cpu`:  the CPU setup of the bundled world: 32 px images, a micro latent decoder (VAE /2,
-          UNet (32, 64), 2-layer CLIP text encoder), conv backbone, 24 tokens.
-- `sd2-base`: a decoder of Stable Diffusion 2-base size (UNet 865M, OpenCLIP-H text encoder 340M,
-          SD VAE) at 256 px, EfficientNet-Lite0 encoder at 224 px, 75 tokens; bf16 frozen weights on GPU.
+The CPU setup of the bundled world (random weights; speed does not depend on what the weights learned):
+32 px images, a micro latent decoder (VAE /2, UNet (32, 64), 2-layer CLIP text encoder), conv backbone,
+24 tokens. The Stable Diffusion 2-base size on a GPU is `gpu_throughput.py`'s.
 
 Usage:
     python benchmarks/throughput.py --config cpu --device cpu
-    python benchmarks/throughput.py --config sd2-base --device cuda --batch-size 32
 Writes `benchmarks/results/throughput-<config>-<device>[-<N>thread].{json,md}` (or under `--out DIR`)
 with the command, machine and date.
 """
@@ -25,13 +22,10 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import torch
-from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
-from transformers import CLIPTextConfig, CLIPTextModel
 
 from dediffusion.config import load_config
-from dediffusion.models.decoder import TextToImageDecoder
 from dediffusion.models.dediffusion import DeDiffusion
-from dediffusion.models.micro import build_micro_decoder, word_tokenizer
+from dediffusion.models.micro import build_micro_decoder
 
 RESULTS = Path(__file__).parent / "results"
 
@@ -47,52 +41,6 @@ def cpu_setup():
         "encoder.width=128",
         "encoder.depth=2",
         "encoder.num_heads=4",
-    ]
-    return decoder, load_config(None, overrides)
-
-
-def sd2_base_setup(dtype: torch.dtype):
-    tokenizer = word_tokenizer([f"w{i}" for i in range(49404)], 77)
-    text = CLIPTextModel(
-        CLIPTextConfig(
-            vocab_size=len(tokenizer),
-            hidden_size=1024,
-            intermediate_size=4096,
-            num_hidden_layers=23,
-            num_attention_heads=16,
-            max_position_embeddings=77,
-            hidden_act="gelu",
-            bos_token_id=0,
-            eos_token_id=1,
-            pad_token_id=2,
-        )
-    )
-    unet = UNet2DConditionModel(
-        sample_size=32,
-        cross_attention_dim=1024,
-        attention_head_dim=(5, 10, 20, 20),
-        use_linear_projection=True,
-        block_out_channels=(320, 640, 1280, 1280),
-    )
-    vae = AutoencoderKL(
-        block_out_channels=(128, 256, 512, 512),
-        latent_channels=4,
-        scaling_factor=0.18215,
-        down_block_types=("DownEncoderBlock2D",) * 4,
-        up_block_types=("UpDecoderBlock2D",) * 4,
-        layers_per_block=2,
-    )
-    scheduler = DDPMScheduler(
-        beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012, prediction_type="epsilon", steps_offset=1
-    )
-    decoder = TextToImageDecoder(tokenizer, text, unet, scheduler, vae=vae, source="sd2-base-size").to(dtype=dtype)
-    overrides = [
-        "encoder.backbone=efficientnet_lite0",
-        "encoder.image_size=224",
-        "encoder.num_tokens=75",
-        "encoder.width=512",
-        "encoder.depth=5",
-        "encoder.num_heads=8",
     ]
     return decoder, load_config(None, overrides)
 
@@ -156,7 +104,7 @@ def machine(device: str) -> str:
 
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--config", choices=("cpu", "sd2-base"), default="cpu")
+    parser.add_argument("--config", choices=("cpu",), default="cpu")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--repeats", type=int, default=5)
@@ -170,7 +118,7 @@ def main(argv=None) -> None:
     torch.manual_seed(0)
     gpu = args.device == "cuda"
     dtype = torch.bfloat16 if gpu else torch.float32
-    decoder, config = cpu_setup() if args.config == "cpu" else sd2_base_setup(dtype)
+    decoder, config = cpu_setup()
     if args.gradient_checkpointing:
         decoder.unet.enable_gradient_checkpointing()
     model = DeDiffusion(config, decoder.to(args.device)).to(args.device)
