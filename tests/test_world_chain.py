@@ -34,7 +34,6 @@ TINY_DECODER_A = {
 }
 ENCODER = [
     f"encoder.image_size={SIZE}",
-    "encoder.backbone_channels=[16,32]",
     "encoder.num_tokens=8",
     "encoder.width=32",
     "encoder.depth=1",
