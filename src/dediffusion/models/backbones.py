@@ -196,7 +196,7 @@ class EfficientNetLite0(nn.Module):
         own = self.state_dict().keys()
         skipped = {k for k in state if k not in own and self._is_unbuilt(k)}
         self.load_state_dict({k: v for k, v in state.items() if k not in skipped}, strict=True)
-        logger.info("loaded EfficientNet-Lite0 weights from %s (%d entries unused)", path, len(skipped))
+        logger.debug("loaded EfficientNet-Lite0 weights from %s (%d entries unused)", path, len(skipped))
 
     def _is_unbuilt(self, key: str) -> bool:
         """Whether a checkpoint key belongs to a layer that this instance leaves out on purpose."""
