@@ -44,7 +44,7 @@ from record import benchmark_parser, parse_args, provenance, provenance_lines, w
 
 from dediffusion import DeDiffusion
 from dediffusion.models.decoder import TextToImageDecoder
-from dediffusion.models.dediffusion import sample_generators
+from dediffusion.models.dediffusion import sample_generators, until_end
 from dediffusion.models.refine import refine_tokens
 from dediffusion.models.sampling import generate_from_prompts
 from dediffusion.world import BACKGROUNDS, COLORS, SHAPES, SIZES, describe, render_batch, test_scenes, train_scenes
@@ -233,12 +233,15 @@ def encoder_texts(model, scenes) -> dict[str, list[str]]:
 
 
 def token_statistics(model, scenes) -> dict[str, float]:
-    """Share of positions that repeat the previous token, and of texts that re-tokenize to the ids written."""
+    """Share of written positions that repeat the previous token, of texts that re-tokenize to the ids
+    written, and written tokens per text (an encoder with `tokens.allow_end` stops at its end token)."""
     ids = model.encode_tokens(render_batch(scenes, model.decoder.resolution))  # (B, N)
-    repeats = (ids[:, 1:] == ids[:, :-1]).float().mean().item()
-    read_back = model.decoder.read_back(model.decoder.decode_tokens(ids))
-    round_trip = sum(back == row for back, row in zip(read_back, ids.tolist())) / len(ids)
-    return {"repeat_rate": repeats, "round_trip": round_trip}
+    rows = until_end(ids, model.decoder.end_id) if model.config.tokens.allow_end else list(ids)
+    pairs = sum(max(len(row) - 1, 0) for row in rows)
+    repeats = sum(int((row[1:] == row[:-1]).sum()) for row in rows) / max(pairs, 1)
+    read_back = model.decoder.read_back(model.decoder.decode_tokens(rows))
+    round_trip = sum(back == row.tolist() for back, row in zip(read_back, rows)) / len(rows)
+    return {"repeat_rate": repeats, "round_trip": round_trip, "tokens_per_text": sum(map(len, rows)) / len(rows)}
 
 
 def refined_texts(model, decoder, scenes, steps: int) -> tuple[list[str], float]:
@@ -247,7 +250,7 @@ def refined_texts(model, decoder, scenes, steps: int) -> tuple[list[str], float]
     start, allowed = time.perf_counter(), model.vocab_mask.nonzero().squeeze(1)
     ids = model.encode_tokens(images)
     ids, _ = refine_tokens(decoder, images, ids, allowed, steps, timestep_bias=TIMESTEP_BIAS)
-    return model.decoder.decode_tokens(ids), (time.perf_counter() - start) / len(scenes)
+    return model.texts_of(ids), (time.perf_counter() - start) / len(scenes)
 
 
 def encoder_section(model_path: str, decoder, scenes, perception, refine_steps=()) -> dict:
@@ -318,7 +321,8 @@ def encoder_markdown(record: dict) -> list[str]:
         cost = f" ({row['seconds_per_image']:.2f} s/image)" if "seconds_per_image" in row else ""
         lines.append(f"| {form}{cost} | {percent(row['scene_accuracy'])} | " + " | ".join(cells) + " |")
     written = record["encoder"]["as written"]
-    lines += ["", f"As written: {percent(written['repeat_rate'])} of positions repeat the previous token; "
+    lines += ["", f"As written: {written.get('tokens_per_text', 0):.1f} tokens per text; "
+              f"{percent(written['repeat_rate'])} of positions repeat the previous token; "
               f"{percent(written['round_trip'])} of texts re-tokenize to the ids written.", ""]  # fmt: skip
     lines += ["Examples (first three scenes):", ""]
     lines += [f"- {form}: " + " // ".join(f"`{t}`" for t in row["examples"]) for form, row in record["encoder"].items()]

@@ -20,6 +20,7 @@ COMMANDS = [
     ["ask"],
     ["evaluate"],
     ["world", "sample"],
+    ["world", "texts"],
     ["world", "pretrain-decoder"],
     ["world", "pretrain-perception"],
     ["world", "bundle"],

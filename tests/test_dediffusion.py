@@ -180,3 +180,15 @@ def test_a_starting_text_the_encoder_cannot_write_is_refused(overrides, message)
 
     with pytest.raises(ConfigError, match=message):
         DeDiffusion(tiny_config("", "", *overrides), micro())
+
+
+def test_with_allow_end_the_encoder_may_end_its_text_and_says_nothing_after():
+    decoder = micro()
+    model = DeDiffusion(tiny_config("", "", "tokens.allow_end=true"), decoder)
+    plain = DeDiffusion(tiny_config(), decoder)
+    end = decoder.end_id
+    assert model.vocab_mask[end] and not plain.vocab_mask[end]
+    red, blue = decoder.text_token_ids("red blue")
+    ids = torch.tensor([[red, end, blue, blue], [end, red, red, red], [red, blue, red, blue]])
+    assert model.texts_of(ids) == ["red", "", "red blue red blue"]
+    assert plain.texts_of(ids[2:]) == ["red blue red blue"]

@@ -134,3 +134,51 @@ def test_a_run_draws_with_its_sleep_spacing_and_precision(micro_decoder_dir, tmp
 def test_sleeping_without_a_filler_token_is_a_clear_error(micro_decoder_dir, quadrant_folder, tmp_path):
     with pytest.raises(ConfigError, match="tokens.init_text"):
         run(micro_decoder_dir, quadrant_folder, tmp_path / "run", "tokens.init_text=")
+
+
+def text_prior_model(micro_decoder_dir, *overrides):
+    from dediffusion.models.decoder import TextToImageDecoder
+
+    config = tiny_config(str(micro_decoder_dir), "", *SLEEP, *overrides)
+    return DeDiffusion(config, TextToImageDecoder.from_pretrained(micro_decoder_dir)), config
+
+
+def test_text_prior_keeps_each_lines_order_and_ends_it(micro_decoder_dir, tmp_path):
+    from dediffusion.train.drawn import prior_token_ids
+
+    texts = tmp_path / "texts.txt"
+    texts.write_text("red green\n\nblue dark light yellow red\n")
+    model, config = text_prior_model(micro_decoder_dir, f"sleep.texts={texts}", "tokens.allow_end=true")
+    ids = prior_token_ids(model, config)  # 12 texts of 4 tokens, both lines 6 times
+    end, read = model.decoder.end_id, model.decoder.text_token_ids
+    rows = {tuple(row.tolist()) for row in ids}
+    assert rows == {(*read("red green"), end, end), tuple(read("blue dark light yellow"))}
+    assert model.texts_of(ids[:1])[0] in ("red green", "blue dark light yellow")
+    assert sorted(model.texts_of(ids)).count("red green") == 6
+    filled = prior_token_ids(*text_prior_model(micro_decoder_dir, f"sleep.texts={texts}"))  # no end: the filler
+    assert (*read("red green"), *read("red red")) in {tuple(row.tolist()) for row in filled}
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [(None, "cannot be read"), ("\n \n", "holds no text"), ("red purple\n", "may not write")],
+)
+def test_a_bad_text_prior_file_is_a_clear_error(micro_decoder_dir, tmp_path, content, message):
+    from dediffusion.train.drawn import prior_token_ids
+
+    texts = tmp_path / "texts.txt"
+    if content is not None:
+        texts.write_text(content)
+    with pytest.raises(ConfigError, match=message):
+        prior_token_ids(*text_prior_model(micro_decoder_dir, f"sleep.texts={texts}", "tokens.allow_end=true"))
+
+
+def test_sleeping_on_texts_is_a_position_by_position_cross_entropy(micro_decoder_dir, tmp_path):
+    model, _ = text_prior_model(micro_decoder_dir, f"sleep.texts={tmp_path / 'texts.txt'}")
+    images = torch.rand(2, 3, 8, 8) * 2 - 1
+    texts = torch.tensor([[4, 5, 6, 7], [7, 6, 5, 4]])
+    log_probs = torch.log_softmax(model.logits(images), -1)
+    plain = -log_probs.gather(2, texts[..., None]).squeeze(-1).mean(1)
+    out = model(images, torch.arange(2), token_ids=texts)
+    assert torch.allclose(out["loss_per_sample"], plain)
+    assert not torch.allclose(plain, matched_cross_entropy(log_probs, texts))  # the order counts

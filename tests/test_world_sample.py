@@ -35,3 +35,16 @@ def test_write_samples_test_split_and_bad_arguments(tmp_path):
         write_samples(1, tmp_path, seed=1, split="test")
     with pytest.raises(ValueError, match="split"):
         write_samples(1, tmp_path, split="val")
+
+
+def test_world_texts_describes_scenes_that_no_default_training_image_shows(tmp_path, caplog):
+    from dediffusion.cli import main
+    from dediffusion.world import train_scenes
+
+    out = tmp_path / "texts.txt"
+    assert main(["world", "texts", "-n", "5", "-o", str(out)]) == 0
+    lines = out.read_text().splitlines()
+    assert lines == [describe(scene) for scene in train_scenes(5, seed=1)]
+    assert lines != [describe(scene) for scene in train_scenes(5, seed=0)]  # world sample's default seed
+    assert main(["world", "texts", "-n", "5"]) == 2
+    assert "needs a file to write: -o FILE" in caplog.text

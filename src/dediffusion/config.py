@@ -66,6 +66,9 @@ class TokensConfig:
     allow: tuple[str, ...] = ()  # if set, only these tokens (as the tokenizer spells them) are allowed
     deny: tuple[str, ...] = ()
     init_text: str = ""  # if set, the encoder starts out writing this text (see DeDiffusion)
+    # the encoder may write the decoder's end-of-text token: its text ends there, so it can say nothing at
+    # the positions after it instead of filling them
+    allow_end: bool = False
     init_logit: float = 5.0  # how strongly: the starting text's logit lead at every position
 
 
@@ -98,7 +101,8 @@ class TrainConfig:
 @dataclass(frozen=True)
 class SleepConfig:
     """The sleep phase (models/sleep.py): before the `train.steps` wake steps, `steps` steps in which the
-    encoder learns to read the frozen decoder's own drawings of random texts. 0 steps: none (the paper)."""
+    encoder learns to read the frozen decoder's own drawings of prior texts (random words, or the lines of
+    `texts`). 0 steps: none (the paper)."""
 
     steps: int = 0
     pairs: int = 8192  # texts the decoder draws once, at the start of the run (kept in the run folder)
@@ -110,6 +114,9 @@ class SleepConfig:
     draw_dtype: str = "float32"  # "bfloat16": draw under autocast (faster where the hardware has bfloat16 units)
     batch_size: int = 128
     learning_rate: float = 1e-3
+    # a text file, one text per line, never paired with the training images: the prior texts are drawn
+    # from its lines (in their word order, which the encoder then learns) instead of random words
+    texts: str = ""
 
 
 @dataclass(frozen=True)

@@ -47,6 +47,22 @@ def add_world(commands) -> None:
     sample.add_argument("--size", type=positive_int, default=32, help="image side in pixels")
     sample.set_defaults(handler=run_world_sample)
 
+    texts = add_command(
+        actions,
+        "texts",
+        "write descriptions of world scenes that no training image shows, one per line: unpaired text for "
+        "a sleep phase on sentences (sleep.texts)",
+        "dediffusion world texts -n 8192 -o runs/world-texts.txt",
+    )
+    add_output_arg(texts, None, "text file to write; required")
+    texts.add_argument("-n", "--num-texts", type=positive_int, default=8192, help="how many descriptions")
+    texts.add_argument(
+        "--seed", type=non_negative_int, default=1,
+        help="training-stream seed of the described scenes; keep it other than the images' (world sample "
+        "--seed, default 0) so that no text describes a training image",
+    )  # fmt: skip
+    texts.set_defaults(handler=run_world_texts)
+
     decoder = add_command(
         actions,
         "pretrain-decoder",
@@ -136,11 +152,25 @@ def run_world_sample(args) -> int:
     return 0
 
 
+def run_world_texts(args) -> int:
+    from pathlib import Path
+
+    from ..atomic import atomic_write_bytes
+    from ..world import describe, train_scenes
+
+    output = require_output(args)
+    lines = [describe(scene) for scene in train_scenes(args.num_texts, seed=args.seed)]
+    atomic_write_bytes(Path(output), ("\n".join(lines) + "\n").encode("utf-8"))
+    logger.info("wrote %d descriptions of training-stream scenes (seed %d) to %s", len(lines), args.seed, output)
+    return 0
+
+
 def require_output(args) -> str:
     from ..config import ConfigError
 
     if not args.output:
-        raise ConfigError(f"{args.command} {args.action} needs a folder to write: -o FOLDER")
+        what = "a file" if args.action == "texts" else "a folder"
+        raise ConfigError(f"{args.command} {args.action} needs {what} to write: -o {what.split()[1].upper()}")
     return args.output
 
 

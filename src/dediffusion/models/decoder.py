@@ -222,6 +222,11 @@ class TextToImageDecoder(nn.Module):
         pad = tok.pad_token_id if tok.pad_token_id is not None else end
         return start, end, pad
 
+    @property
+    def end_id(self) -> int:
+        """The end-of-text token's id (the tokenizer's eos, or sep for WordPiece)."""
+        return self._special_ids()[1]
+
     def template_ids(self, num_tokens: int) -> tuple[torch.Tensor, torch.Tensor]:
         """Ids [start, pad x num_tokens, end, pad...] and the tokenizer's attention mask, both (T,).
 
@@ -298,8 +303,8 @@ class TextToImageDecoder(nn.Module):
         out = self.text_encoder(ids, attention_mask=attention if use_mask else None)
         return out[0]
 
-    def decode_tokens(self, ids: torch.Tensor) -> list[str]:
-        """Token ids (B, N) -> strings, as the tokenizer spells them."""
+    def decode_tokens(self, ids: torch.Tensor | Sequence[torch.Tensor]) -> list[str]:
+        """Token ids (B, N), or B rows of any length, -> strings, as the tokenizer spells them."""
         return [self.tokenizer.decode(row.tolist(), skip_special_tokens=True).strip() for row in ids]
 
     # ---- diffusion ------------------------------------------------------------------------------

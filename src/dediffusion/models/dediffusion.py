@@ -66,6 +66,8 @@ class DeDiffusion(nn.Module):
             vocab_mask = decoder.vocabulary_mask(
                 tokens.exclude_punctuation, tokens.allow, tokens.deny, tokens.whole_words
             )
+            if tokens.allow_end:
+                vocab_mask[decoder.end_id] = True
         self.register_buffer("vocab_mask", vocab_mask.bool(), persistent=False)
         if config.tokens.init_text:
             self.encoder.init_slot_bias(starting_tokens(decoder, config, self.vocab_mask), config.tokens.init_logit)
@@ -110,7 +112,10 @@ class DeDiffusion(nn.Module):
         return self.texts_of(self.encode_tokens(images), unique_words)
 
     def texts_of(self, token_ids: torch.Tensor, unique_words: bool = False) -> list[str]:
-        """The texts of token ids (B, N) this model wrote (see `encode`)."""
+        """The texts of token ids (B, N) this model wrote (see `encode`); with `tokens.allow_end` each text
+        ends at its first end-of-text token."""
+        if self.config.tokens.allow_end:
+            token_ids = until_end(token_ids, self.decoder.end_id)
         texts = self.decoder.decode_tokens(token_ids)
         if not unique_words:
             return texts
@@ -235,6 +240,15 @@ def read_weights(path: Path) -> dict[str, torch.Tensor]:
             f"'{file}' holds no De-Diffusion encoder (no vocab_mask tensor): it was written by another program"
         )
     return state
+
+
+def until_end(token_ids: torch.Tensor, end_id: int) -> list[torch.Tensor]:
+    """Each row of token ids (B, N) up to (without) its first `end_id`."""
+    rows = []
+    for row in token_ids:
+        ends = (row == end_id).nonzero()
+        rows.append(row[: int(ends[0])] if len(ends) else row)
+    return rows
 
 
 def unique_words_of(text: str, drop: Sequence[str] = ()) -> str:

@@ -52,9 +52,15 @@ def search_objective(model, images: torch.Tensor, generators: Sequence[torch.Gen
 
 
 def sleep_objective(model, images: torch.Tensor, token_ids: torch.Tensor) -> dict:
-    """Cross-entropy toward `token_ids` (B, N), the ids the decoder drew `images` from."""
+    """Cross-entropy toward `token_ids` (B, N), the ids the decoder drew `images` from: position by position
+    for lines of `sleep.texts` (their word order is part of the text), else after matching positions to
+    targets (random prior words have no order)."""
     log_probs = torch.log_softmax(model.logits(images), -1)  # (B, N, V)
-    per_sample = matched_cross_entropy(log_probs, token_ids.to(model.device))
+    targets = token_ids.to(model.device)
+    if model.config.sleep.texts:
+        per_sample = -log_probs.gather(2, targets[..., None]).squeeze(-1).mean(1)
+    else:
+        per_sample = matched_cross_entropy(log_probs, targets)
     return {
         "loss": per_sample.mean(),
         "loss_per_sample": per_sample.detach(),

@@ -1,7 +1,7 @@
 """The sleep phase's data: the frozen decoder's drawings of prior texts, made once per run.
 
 `load_drawn_pairs(model, config, run_dir, accelerator)` returns the `sleep.pairs` prior texts (token
-ids (P, N), from `models.sleep.sample_prior_tokens` seeded by `train.seed`) and the decoder's drawing
+ids (P, N), from `models.sleep.sample_prior_tokens` or the lines of `sleep.texts`, seeded by `train.seed`) and the decoder's drawing
 of each (uint8 images (P, 3, H, W); drawing i uses seed `train.seed * 1_000_003 + i`). They are
 written to `run_dir/sleep/part-*.safetensors`, `PART_SIZE` pairs a file, each file atomically, so an
 interrupted run keeps the parts it finished and a resumed run reads them back instead of drawing
@@ -44,17 +44,53 @@ def load_drawn_pairs(
 
 
 def prior_token_ids(model: DeDiffusion, config: Config) -> torch.Tensor:
-    """The run's `sleep.pairs` prior texts (P, N); the filler is the first token of `tokens.init_text`."""
+    """The run's `sleep.pairs` prior texts (P, N): random words (`models.sleep.sample_prior_tokens`), or
+    lines of `sleep.texts` (`text_prior_ids`). The filler is the first token of `tokens.init_text`."""
+    generator = torch.Generator().manual_seed(config.train.seed)
+    if config.sleep.texts:
+        return text_prior_ids(model, config, generator)
+    filler = filler_id(model, config)
+    allowed = model.vocab_mask.nonzero().squeeze(1)
+    sleep = config.sleep
+    return sample_prior_tokens(sleep.pairs, config.encoder.num_tokens, allowed, filler, sleep.density, generator)
+
+
+def filler_id(model: DeDiffusion, config: Config) -> int:
     if not config.tokens.init_text:
         raise ConfigError(
             "sleep.steps > 0 needs tokens.init_text: its first token fills the positions of a prior text "
-            "that hold no random word (the world preset uses 'a')"
+            "that hold no word (the world preset uses 'a'), unless tokens.allow_end ends sleep.texts' lines"
         )
-    filler = model.decoder.text_token_ids(config.tokens.init_text)[0]
-    allowed = model.vocab_mask.nonzero().squeeze(1)
-    generator = torch.Generator().manual_seed(config.train.seed)
-    sleep = config.sleep
-    return sample_prior_tokens(sleep.pairs, config.encoder.num_tokens, allowed, filler, sleep.density, generator)
+    return model.decoder.text_token_ids(config.tokens.init_text)[0]
+
+
+def text_prior_ids(model: DeDiffusion, config: Config, generator: torch.Generator) -> torch.Tensor:
+    """`sleep.pairs` lines of the `sleep.texts` file (P, N), drawn in a seeded order that visits every line
+    before any repeats; each cut to `encoder.num_tokens` tokens and followed by the end-of-text token
+    (`tokens.allow_end`) or the filler."""
+    path = Path(config.sleep.texts)
+    try:
+        lines = [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    except (OSError, UnicodeDecodeError) as error:
+        raise ConfigError(f"sleep.texts '{path}' cannot be read ({error}): give a UTF-8 file, one text per line")
+    if not lines:
+        raise ConfigError(f"sleep.texts '{path}' holds no text: give a file with one text per line")
+    num_tokens, pairs = config.encoder.num_tokens, config.sleep.pairs
+    order = torch.cat([torch.randperm(len(lines), generator=generator) for _ in range(-(-pairs // len(lines)))])
+    chosen = [lines[i] for i in order[:pairs].tolist()]
+    pad = model.decoder.end_id if config.tokens.allow_end else filler_id(model, config)
+    ids = torch.full((pairs, num_tokens), pad, dtype=torch.long)
+    strings = model.decoder.token_strings()
+    for row, (text, tokens) in enumerate(zip(chosen, model.decoder.read_back(chosen))):
+        banned = sorted({strings[t] for t in tokens if not model.vocab_mask[t]})
+        if banned:
+            raise ConfigError(
+                f"sleep.texts '{path}': the line '{text}' holds tokens the encoder may not write {banned[:5]}: "
+                "remove them or change tokens.allow / tokens.deny"
+            )
+        tokens = tokens[:num_tokens]
+        ids[row, : len(tokens)] = torch.tensor(tokens, dtype=torch.long)
+    return ids
 
 
 def _part_path(folder: Path, start: int) -> Path:
