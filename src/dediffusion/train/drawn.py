@@ -2,8 +2,8 @@
 
 `load_drawn_pairs(model, config, run_dir, accelerator)` returns the `sleep.pairs` prior texts (token
 ids (P, N), from `models.sleep.sample_prior_tokens` or the lines of `sleep.texts`, seeded by
-`train.seed`) and the decoder's drawing of each (uint8 images (P, 3, H, W); drawing i uses seed `train.seed * 1_000_003 + i`). They are
-written to `run_dir/sleep/part-*.safetensors`, `PART_SIZE` pairs a file, each file atomically, so an
+`train.seed`) and the decoder's drawing of each (uint8 images (P, 3, H, W); drawing i uses seed
+`train.seed * 1_000_003 + i`). They are written to `run_dir/sleep/part-*.safetensors`, `PART_SIZE` pairs a file, each file atomically, so an
 interrupted run keeps the parts it finished and a resumed run reads them back instead of drawing
 again. With several processes, each draws every N-th part; all then read all parts.
 """
@@ -72,7 +72,8 @@ def text_prior_ids(model: DeDiffusion, config: Config, generator: torch.Generato
     try:
         lines = [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
     except (OSError, UnicodeDecodeError) as error:
-        raise ConfigError(f"sleep.texts '{path}' cannot be read ({error}): give a UTF-8 file, one text per line") from None
+        message = f"sleep.texts '{path}' cannot be read ({error}): give a UTF-8 file, one text per line"
+        raise ConfigError(message) from None
     if not lines:
         raise ConfigError(f"sleep.texts '{path}' holds no text: give a file with one text per line")
     num_tokens, pairs = config.encoder.num_tokens, config.sleep.pairs
