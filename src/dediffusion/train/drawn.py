@@ -5,7 +5,8 @@ ids (P, N), from `models.sleep.sample_prior_tokens` or the lines of `sleep.texts
 `train.seed`) and the decoder's drawing of each (uint8 images (P, 3, H, W); drawing i uses seed
 `train.seed * 1_000_003 + i`). They are written to `run_dir/sleep/part-*.safetensors`, `PART_SIZE`
 pairs a file, each file atomically, so an interrupted run keeps the parts it finished and a resumed
-run reads them back instead of drawing again. With several processes, each draws every N-th part; all then read all parts.
+run reads them back instead of drawing again. With several processes, each draws every N-th part;
+all then read all parts.
 """
 
 from __future__ import annotations
