@@ -11,6 +11,9 @@ Contract:
 - `soft_text_embeddings(probs)` maps token probabilities (B, N, V) to the text encoder's hidden
   states (B, T, D) for the token sequence [start, N tokens, end, pad...] exactly as the tokenizer
   lays it out, so one-hot rows of real ids equal `text_encoder(input_ids)`;
+- "text states" are whatever `predict` conditions the UNet on, one tensor (B, ...) per batch of texts:
+  here the hidden states (B, T, D); callers only batch, index and
+  move them, and `unconditional_states` is classifier-free guidance's empty text;
 - `denoising_loss` is the loss the decoder was trained with (prediction type read from its
   scheduler config), one timestep per sample, returning (B,);
 - every parameter is frozen; gradients flow *through* the decoder, never *into* it.
@@ -18,10 +21,11 @@ Contract:
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import torch
@@ -37,6 +41,9 @@ DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch
 
 class TextToImageDecoder(nn.Module):
     """A frozen diffusers text-to-image model with a differentiable soft-token text path."""
+
+    PIPELINE_CLASS = "StableDiffusionPipeline"  # what `save_pretrained` writes (with a VAE)
+    COMPONENTS = ("tokenizer", "text_encoder", "unet", "vae", "scheduler")
 
     def __init__(self, tokenizer, text_encoder, unet, scheduler, vae=None, source: str = ""):
         """Any component but the tokenizer may be a `LazyComponent`: loaded on first use, then moved
@@ -82,7 +89,7 @@ class TextToImageDecoder(nn.Module):
         """Load a diffusers pipeline folder, hub id or `bundled:NAME` with the classes named in its
         model_index.json.
 
-        `lazy`: load only the tokenizer now, and each other component when it is first used. Writing
+        `lazy`: load only the tokenizer(s) now, and each other component when it is first used. Writing
         text (`DeDiffusion.encode`) needs the tokenizer alone, so it starts without importing the
         diffusers and transformers model classes (seconds on a CPU).
         """
@@ -90,34 +97,46 @@ class TextToImageDecoder(nn.Module):
 
         source, path = str(path), resolve(path)
         index = read_index(path)
-        for name in ("tokenizer", "text_encoder", "unet", "scheduler"):
+        decoder = cls(**cls._load_parts(path, index, lazy), source=source)
+        return decoder.to(dtype=DTYPES[dtype] if isinstance(dtype, str) else dtype)
+
+    @classmethod
+    def _load_parts(
+        cls, path, index: dict, lazy: bool, models=("text_encoder", "unet", "scheduler"), tokenizers=("tokenizer",)
+    ) -> dict:
+        """The constructor's components from a folder: tokenizers loaded, the other `models` (and the
+        VAE, if any) loaded or `LazyComponent`s."""
+        for name in (*tokenizers, *models):
             if not has_component(index, name):
                 raise DecoderLoadError(f"decoder '{path}' has no {name} in its model_index.json")
-        names = ("text_encoder", "unet", "scheduler") + (("vae",) if has_component(index, "vae") else ())
+        names = models + (("vae",) if has_component(index, "vae") else ())
         parts = {name: LazyComponent(path, name, index[name]) for name in names}
         if not lazy:
             parts = {name: part.load() for name, part in parts.items()}
-        tokenizer = LazyComponent(path, "tokenizer", index["tokenizer"]).load()
-        decoder = cls(tokenizer, **parts, source=source)
-        return decoder.to(dtype=DTYPES[dtype] if isinstance(dtype, str) else dtype)
+        return parts | {name: LazyComponent(path, name, index[name]).load() for name in tokenizers}
 
     def save_pretrained(self, path: str | Path) -> None:
-        """Write a diffusers pipeline folder (atomically); with a VAE it loads as `StableDiffusionPipeline`,
-        without one (pixel space) each component loads with its own class's `from_pretrained`."""
+        """Write a diffusers pipeline folder (atomically); with a VAE it loads as `PIPELINE_CLASS`
+        (`StableDiffusionPipeline` here), without one (pixel space) each component loads with its own
+        class's `from_pretrained`."""
         import diffusers
 
         from ..atomic import atomic_folder
 
-        pipeline = "StableDiffusionPipeline" if self.vae is not None else "DiffusionPipeline"
+        pipeline = self.PIPELINE_CLASS if self.vae is not None else "DiffusionPipeline"
         index = {"_class_name": pipeline, "_diffusers_version": diffusers.__version__}
         with atomic_folder(Path(path)) as tmp:
-            for name in ("tokenizer", "text_encoder", "unet", "vae", "scheduler"):
+            for name in self.COMPONENTS:
                 part = getattr(self, name)
                 index[name] = [None, None] if part is None else [library_of(part), type(part).__name__]
                 if part is not None:
                     part.save_pretrained(tmp / name)
-            index.update(safety_checker=[None, None], feature_extractor=[None, None], requires_safety_checker=False)
+            index.update(self._index_extras())
             (tmp / "model_index.json").write_text(json.dumps(index, indent=2))
+
+    def _index_extras(self) -> dict:
+        """model_index.json entries beyond the components: the pipeline's optional parts and flags."""
+        return dict(safety_checker=[None, None], feature_extractor=[None, None], requires_safety_checker=False)
 
     def train(self, mode: bool = True) -> TextToImageDecoder:
         """Frozen: always stays in eval mode (no dropout, fixed normalisation statistics)."""
@@ -216,33 +235,31 @@ class TextToImageDecoder(nn.Module):
         return list(self.tokenizer(list(texts), add_special_tokens=False, verbose=False).input_ids)
 
     def _special_ids(self) -> tuple[int | None, int, int]:
-        tok = self.tokenizer
-        start = tok.bos_token_id if tok.bos_token_id is not None else tok.cls_token_id
-        end = tok.eos_token_id if tok.eos_token_id is not None else tok.sep_token_id
-        pad = tok.pad_token_id if tok.pad_token_id is not None else end
-        return start, end, pad
+        return special_ids(self.tokenizer)
 
     @property
     def end_id(self) -> int:
         """The end-of-text token's id (the tokenizer's eos, or sep for WordPiece)."""
         return self._special_ids()[1]
 
-    def template_ids(self, num_tokens: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """Ids [start, pad x num_tokens, end, pad...] and the tokenizer's attention mask, both (T,).
+    def template_ids(self, num_tokens: int, tokenizer=None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Ids [start, pad x num_tokens, end, pad...] and the tokenizer's attention mask, both (T,), with
+        the special ids of `tokenizer` (default: the decoder's).
 
         The num_tokens placeholder positions start at index 1 (0 without a start token).
         """
         if num_tokens > self.max_tokens:
             raise ValueError(f"num_tokens={num_tokens} exceeds the decoder's limit of {self.max_tokens} tokens")
-        start, end, pad = self._special_ids()
+        start, end, pad = special_ids(tokenizer or self.tokenizer)
         ids = ([start] if start is not None else []) + [pad] * num_tokens + [end]
         attention = [1] * len(ids) + [0] * (self.max_length - len(ids))
         ids += [pad] * (self.max_length - len(ids))
         return torch.tensor(ids, device=self.device), torch.tensor(attention, device=self.device)
 
-    def tokenize(self, texts: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]:
-        """Tokenizer ids and attention mask (B, T), padded/truncated to `max_length`."""
-        out = self.tokenizer(
+    def tokenize(self, texts: Sequence[str], tokenizer=None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Ids and attention mask (B, T) of `tokenizer` (default: the decoder's), padded/truncated to
+        `max_length`."""
+        out = (tokenizer or self.tokenizer)(
             list(texts),
             padding="max_length",
             max_length=self.max_length,
@@ -276,26 +293,22 @@ class TextToImageDecoder(nn.Module):
         batch, num_tokens, _ = soft.shape
         table = self.text_encoder.get_input_embeddings()
         ids, attention = (t.expand(batch, -1) for t in self.template_ids(num_tokens))
-        offset = int(self._special_ids()[0] is not None)
-
-        def replace(module, inputs, output):  # output: (B, T, D)
-            return torch.cat([output[:, :offset], soft.to(output.dtype), output[:, offset + num_tokens :]], dim=1)
-
-        handle = table.register_forward_hook(replace)
-        try:
+        with replaced_embeddings(table, soft, int(self._special_ids()[0] is not None)):
             return self._run_text_encoder(ids, attention)
-        finally:
-            handle.remove()
 
     def token_states(self, tokens: torch.Tensor) -> torch.Tensor:
         """Hidden states (B, T, D) for token ids (B, N) at the placeholder positions of `template_ids(N)`:
         what `soft_text_embeddings` gives for their one-hot rows, without the matrix product."""
+        return self._run_text_encoder(*self.filled_ids(tokens))
+
+    def filled_ids(self, tokens: torch.Tensor, tokenizer=None) -> tuple[torch.Tensor, torch.Tensor]:
+        """`template_ids(N, tokenizer)` with token ids (B, N) at the placeholders: ids and mask (B, T)."""
         batch, num_tokens = tokens.shape
-        ids, attention = self.template_ids(num_tokens)
+        ids, attention = self.template_ids(num_tokens, tokenizer)
         offset = int(self._special_ids()[0] is not None)
         ids = ids.expand(batch, -1).clone()
         ids[:, offset : offset + num_tokens] = tokens
-        return self._run_text_encoder(ids, attention.expand(batch, -1))
+        return ids, attention.expand(batch, -1)
 
     def _run_text_encoder(self, ids: torch.Tensor, attention: torch.Tensor) -> torch.Tensor:
         # diffusers' Stable Diffusion pipelines pass the mask only when the config asks for it
@@ -368,9 +381,9 @@ class TextToImageDecoder(nn.Module):
         the image pixels it covers, and each sample's loss is the weighted mean (equal weights give
         the plain mean).
         """
-        noisy = self.scheduler.add_noise(latents, noise, timesteps)
-        prediction = self.unet(noisy.to(self.dtype), timesteps, encoder_hidden_states=text_states.to(self.dtype))
-        error = (prediction.sample.float() - self._target(latents, noise, timesteps)).pow(2).mean(dim=1, keepdim=True)
+        noisy = self.noise_scheduler.add_noise(latents, noise, timesteps)
+        prediction = self.predict(noisy, timesteps, text_states)
+        error = (prediction.float() - self._target(latents, noise, timesteps)).pow(2).mean(dim=1, keepdim=True)
         if weights is None:
             return error.mean(dim=(1, 2, 3))
         if weights.shape[0] != error.shape[0] or weights.shape[1] != 1 or (weights < 0).any():
@@ -392,12 +405,26 @@ class TextToImageDecoder(nn.Module):
             rows.append(self.denoising_loss(images, text_states, None, steps, noise))
         return torch.stack(rows)
 
+    def predict(self, noisy: torch.Tensor, timesteps: torch.Tensor, text_states: torch.Tensor) -> torch.Tensor:
+        """The UNet's output (B, C, h, w), in the decoder's dtype, for noisy latents at `timesteps`
+        conditioned on `text_states`: the one place the UNet is called (training and sampling)."""
+        return self.unet(noisy.to(self.dtype), timesteps, encoder_hidden_states=text_states.to(self.dtype)).sample
+
+    @property
+    def noise_scheduler(self):
+        """The forward process the loss noises latents with (`add_noise`, `get_velocity`): the scheduler."""
+        return self.scheduler
+
+    def unconditional_states(self) -> torch.Tensor:
+        """Text states (1, ...) of classifier-free guidance's unconditional branch: the empty prompt."""
+        return self.encode_text([""])
+
     def _target(self, latents: torch.Tensor, noise: torch.Tensor, timesteps: torch.Tensor) -> torch.Tensor:
         kind = self.prediction_type
         if kind == "epsilon":
             return noise
         if kind == "v_prediction":
-            return self.scheduler.get_velocity(latents, noise, timesteps)
+            return self.noise_scheduler.get_velocity(latents, noise, timesteps)
         if kind == "sample":
             return latents
         raise ValueError(f"unsupported prediction_type {kind!r} in the decoder's scheduler config ({self.source})")
@@ -416,6 +443,29 @@ class TextToImageDecoder(nn.Module):
         from .sampling import generate
 
         return generate(self, prompts, text_states, guidance_scale, num_inference_steps, generators, timestep_spacing)
+
+
+def special_ids(tokenizer) -> tuple[int | None, int, int]:
+    """A tokenizer's start (None without one), end and padding ids (WordPiece: cls and sep)."""
+    start = tokenizer.bos_token_id if tokenizer.bos_token_id is not None else tokenizer.cls_token_id
+    end = tokenizer.eos_token_id if tokenizer.eos_token_id is not None else tokenizer.sep_token_id
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else end
+    return start, end, pad
+
+
+@contextlib.contextmanager
+def replaced_embeddings(table: nn.Module, soft: torch.Tensor, offset: int) -> Iterator[None]:
+    """Within: the embedding layer `table` outputs `soft` (B, N, D) at positions offset..offset+N, its own
+    lookups elsewhere (a forward hook, so the text encoder's own forward runs unchanged)."""
+
+    def replace(module, inputs, output):  # output: (B, T, D)
+        return torch.cat([output[:, :offset], soft.to(output.dtype), output[:, offset + soft.shape[1] :]], dim=1)
+
+    handle = table.register_forward_hook(replace)
+    try:
+        yield
+    finally:
+        handle.remove()
 
 
 def sample_timesteps(

@@ -63,11 +63,11 @@ def denoise_latents(
     timestep redraws it (SDEdit)."""
     cond = text_states.to(decoder.device)
     guided = guidance_scale != 1.0
-    states = torch.cat([decoder.encode_text([""]).expand(cond.shape[0], -1, -1), cond]) if guided else cond
+    states = torch.cat([decoder.unconditional_states().expand_as(cond), cond]) if guided else cond
     for t in timesteps:
         model_in = torch.cat([latents, latents]) if guided else latents
         model_in = scheduler.scale_model_input(model_in, t).to(decoder.dtype)
-        out = decoder.unet(model_in, t, encoder_hidden_states=states.to(decoder.dtype)).sample.float()
+        out = decoder.predict(model_in, t, states).float()
         if guided:
             out_uncond, out_cond = out.chunk(2)
             out = out_uncond + guidance_scale * (out_cond - out_uncond)
