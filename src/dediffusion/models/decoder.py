@@ -4,7 +4,8 @@ A decoder is a tokenizer, a text encoder (CLIP-style, or any transformers encode
 `UNet2DConditionModel`, an optional VAE (latent diffusion) and a scheduler, stored as a diffusers
 pipeline folder (`model_index.json` + one subfolder per component) or a hub id. The same class
 serves Stable Diffusion 1.x/2.x and the project's own micro models, which are the same diffusers
-classes with small configs.
+classes with small configs; `from_pretrained` gives a folder with a second text encoder (Stable
+Diffusion XL) to the subclass in `sdxl.py`.
 
 Contract:
 - images are float (B, 3, H, W) in [-1, 1] at `resolution`;
@@ -12,7 +13,7 @@ Contract:
   states (B, T, D) for the token sequence [start, N tokens, end, pad...] exactly as the tokenizer
   lays it out, so one-hot rows of real ids equal `text_encoder(input_ids)`;
 - "text states" are whatever `predict` conditions the UNet on, one tensor (B, ...) per batch of texts:
-  here the hidden states (B, T, D); callers only batch, index and
+  here the hidden states (B, T, D) (SDXL packs more, see `sdxl.py`); callers only batch, index and
   move them, and `unconditional_states` is classifier-free guidance's empty text;
 - `denoising_loss` is the loss the decoder was trained with (prediction type read from its
   scheduler config), one timestep per sample, returning (B,);
@@ -87,7 +88,7 @@ class TextToImageDecoder(nn.Module):
         cls, path: str | Path, dtype: str | torch.dtype = "float32", lazy: bool = False
     ) -> TextToImageDecoder:
         """Load a diffusers pipeline folder, hub id or `bundled:NAME` with the classes named in its
-        model_index.json.
+        model_index.json; one with a second text encoder (`StableDiffusionXLPipeline`) as an `SDXLDecoder`.
 
         `lazy`: load only the tokenizer(s) now, and each other component when it is first used. Writing
         text (`DeDiffusion.encode`) needs the tokenizer alone, so it starts without importing the
@@ -97,6 +98,10 @@ class TextToImageDecoder(nn.Module):
 
         source, path = str(path), resolve(path)
         index = read_index(path)
+        if cls is TextToImageDecoder and has_component(index, "text_encoder_2"):
+            from .sdxl import SDXLDecoder  # a second text encoder: Stable Diffusion XL
+
+            cls = SDXLDecoder
         decoder = cls(**cls._load_parts(path, index, lazy), source=source)
         return decoder.to(dtype=DTYPES[dtype] if isinstance(dtype, str) else dtype)
 
