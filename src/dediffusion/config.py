@@ -25,7 +25,7 @@ class ConfigError(ValueError):
 @dataclass(frozen=True)
 class DecoderConfig:
     """The frozen text-to-image model: a diffusers folder or hub id (tokenizer, text_encoder, unet,
-    optional vae, scheduler)."""
+    optional vae, scheduler; SDXL's tokenizer_2 and text_encoder_2 too)."""
 
     path: str = ""
     dtype: str = "float32"  # frozen weights only; "bfloat16"/"float16" are for GPUs
