@@ -212,6 +212,9 @@ def test_empty_sets_and_patterns_that_match_nothing_are_clear(encode_args, tmp_p
     assert "does not exist" in one_error_line(encode_args(tmp_path / "{000000..000001}.tar"), caplog)
     with pytest.raises(NoImagesError):
         open_source(tmp_path / "empty", 8)
+    (tmp_path / "empty" / "000000.tar.gz").write_bytes(gzip.compress(b"shard"))
+    with pytest.raises(DataSourceError, match="000000.tar.gz': compressed shards cannot be read by index"):
+        open_source(tmp_path / "empty", 8)
 
 
 def test_parquet_without_an_image_column_names_its_columns(encode_args, tmp_path, caplog):

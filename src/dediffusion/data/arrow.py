@@ -55,7 +55,7 @@ class ArrowImages(torch.utils.data.Dataset):
         self.files = [Path(f) for f in dict.fromkeys(files)]
         self.size, self.max_pixels = size, max_pixels
         _import_pyarrow(self.files[0])
-        self._open = functools.lru_cache(maxsize=8)(self._open_file)  # mapped arrow files, parquet readers
+        self._open = functools.lru_cache(maxsize=64)(self._open_file)  # mapped arrow files, parquet readers
         self._group = functools.lru_cache(maxsize=2)(self._read_group)  # decompressed parquet row groups
         layouts = [self._layout(k) for k in range(len(self.files))]
         self.columns = [column for column, _ in layouts]

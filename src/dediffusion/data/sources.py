@@ -121,6 +121,7 @@ def _folder_kind(folder: Path) -> tuple[str, list[Path]]:
     """An image folder if it holds any image (found without listing it all), else its shards, parquet or
     arrow files (sorted, searched recursively, hidden ones skipped)."""
     by_kind: dict[str, list[Path]] = {kind: [] for kind in _SUFFIX_KINDS.values()}
+    compressed = []
     for root, dirs, files in os.walk(folder):
         dirs[:] = [d for d in dirs if not d.startswith(".")]
         for file in (f for f in files if not f.startswith(".")):
@@ -129,9 +130,12 @@ def _folder_kind(folder: Path) -> tuple[str, list[Path]]:
                 return "images", [folder]
             if suffix in _SUFFIX_KINDS:
                 by_kind[_SUFFIX_KINDS[suffix]].append(Path(root, file))
+            compressed += [Path(root, file)] if file.lower().endswith(_COMPRESSED_TAR) else []
     for kind, files in by_kind.items():
         if files:
             return kind, sorted(files, key=lambda p: p.relative_to(folder).as_posix())
+    if compressed:
+        classify(compressed[0])  # raises: compressed shards cannot be read by index
     raise NoImagesError([folder], sources=True)
 
 
