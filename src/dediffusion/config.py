@@ -74,6 +74,8 @@ class TokensConfig:
 
 @dataclass(frozen=True)
 class TrainConfig:
+    # the training images: a folder, webdataset shards ('shards/{000000..000099}.tar' or a folder of .tar),
+    # parquet files or a datasets save_to_disk folder (see data/sources.py)
     data: str = ""
     steps: int = 1000
     batch_size: int = 32  # global batch, split across processes

@@ -1,7 +1,7 @@
 """The exceptions a user can cause; the CLI reports them as one clear line instead of a traceback."""
 
 from .config import ConfigError
-from .data.images import ImageLoadError, NoImagesError
+from .data.images import DataSourceError, ImageLoadError, NoImagesError
 from .eval.qa import ExamplesFileError
 from .llm.base import LLMError
 from .models.decoder import DecoderLoadError
@@ -12,6 +12,7 @@ USER_ERRORS = (
     ConfigError,
     ImageLoadError,
     NoImagesError,
+    DataSourceError,
     DecoderLoadError,
     CheckpointMismatchError,
     ModelLoadError,

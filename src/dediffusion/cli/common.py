@@ -193,7 +193,13 @@ def report(done: int, errors: list) -> int:
 
 
 def add_image_args(parser) -> None:
-    parser.add_argument("paths", nargs="+", metavar="PATH", help="image files or folders (searched recursively)")
+    parser.add_argument(
+        "paths",
+        nargs="+",
+        metavar="PATH",
+        help="images: files or folders (searched recursively), webdataset shards (.tar files, a folder of them "
+        "or a quoted pattern such as 'shards/{000000..000009}.tar'), parquet files or a datasets folder",
+    )
     parser.add_argument(
         "--max-pixels",
         type=positive_int,
@@ -203,16 +209,18 @@ def add_image_args(parser) -> None:
 
 
 def iterate_batches(model, args, errors: list, limit: int | None = None, desc: str = "encode"):
-    """Yield (paths, images) batches of `args.batch_size` readable images among `args.paths` (the first
-    `limit`), with a progress bar; unreadable ones are logged and appended to `errors`."""
-    from ..data.images import ImageFolder, load_batch
+    """Yield (names, images) batches of `args.batch_size` readable images among `args.paths` (the first
+    `limit`), with a progress bar; unreadable ones are logged and appended to `errors`. A name is the
+    image's path, or `SHARD#MEMBER` / `FILE#ROW` for shards, parquet and arrow files."""
+    from ..data.images import load_batch
+    from ..data.sources import open_source
     from ..progress import progress_bar
 
-    dataset = ImageFolder(args.paths, model.decoder.resolution, args.max_pixels)  # as in training
+    dataset = open_source(args.paths, model.decoder.resolution, args.max_pixels)  # as in training
     count = min(len(dataset), limit or len(dataset))
     if count < len(dataset):
         logger.info("using the first %d of the %d images found", count, len(dataset))
-    notice_unfamiliar(dataset.paths[:count], getattr(model, "trained_resolution", None))
+    notice_unfamiliar(dataset, count, getattr(model, "trained_resolution", None))
     with progress_bar(count, desc, unit="image") as bar:
         for start in range(0, count, args.batch_size):
             indices = list(range(start, min(start + args.batch_size, count)))
@@ -221,27 +229,28 @@ def iterate_batches(model, args, errors: list, limit: int | None = None, desc: s
             for error in failed:
                 logger.warning("skipped %s", error)
             if loaded:
-                yield [dataset.paths[indices[k]] for k in loaded], images
+                yield [dataset.name(indices[k]) for k in loaded], images
             bar.update(len(indices))  # after the caller's work on the batch: the bar's rate is the job's
 
 
-def notice_unfamiliar(paths: list[Path], trained: int | None, checked: int = 64) -> None:
+def notice_unfamiliar(dataset, count: int, trained: int | None, checked: int = 64) -> None:
     """Log a notice when input images are far in size from the images the encoder was trained on (half
     or four times its side or more): its words may not describe them (the world encoder, trained on
-    32x32 scenes, writes world words for any photograph). Reads only the first `checked` headers."""
+    32x32 scenes, writes world words for any photograph). Reads only the first `checked` headers of the
+    first `count` images."""
     from PIL import Image
 
     if not trained:
         return
     far = []
-    for path in paths[:checked]:
+    for index in range(min(count, checked)):
         try:
-            with Image.open(path) as image:
+            with dataset.open(index) as handle, Image.open(handle) as image:
                 side = min(image.size)
         except Exception:  # unreadable: reported when it is loaded
             continue
         if not trained / 2 <= side <= trained * 4:
-            far.append(f"{path} ({image.size[0]}x{image.size[1]})")
+            far.append(f"{dataset.name(index)} ({image.size[0]}x{image.size[1]})")
     if far:
         logger.warning(
             "this encoder was trained on %dx%d images; %d input(s) differ far from that, e.g. %s: "

@@ -1,4 +1,4 @@
-"""`dediffusion train`: train an encoder against a frozen decoder on a folder of images."""
+"""`dediffusion train`: train an encoder against a frozen decoder on images (a folder, shards, parquet...)."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ def add_train(commands) -> None:
     parser = add_command(
         commands,
         "train",
-        "train an encoder on a folder of images against a frozen text-to-image decoder",
+        "train an encoder on images (a folder, shards, parquet) against a frozen text-to-image decoder",
         EXAMPLE,
         "Train an encoder that writes text for a frozen text-to-image decoder, from images alone. The run "
         "folder gets config.yaml, metrics.jsonl, checkpoints/ and, at the end, final/ (the trained encoder, "
@@ -28,7 +28,13 @@ def add_train(commands) -> None:
         "--preset", default=None, help="bundled preset (world, cpu-small, sd2-base) or a YAML file (default: none)"
     )
     parser.add_argument("--decoder", default=None, metavar="PATH|HUB_ID", help="the frozen decoder (decoder.path)")
-    parser.add_argument("--data", default=None, metavar="FOLDER", help="training images (train.data)")
+    parser.add_argument(
+        "--data",
+        default=None,
+        metavar="PATH",
+        help="training images (train.data): a folder, webdataset shards (a folder of .tar files or a quoted pattern "
+        "such as 'shards/{000000..000099}.tar'), parquet files or a datasets save_to_disk folder",
+    )
     parser.add_argument("--batch-size", type=positive_int, default=None, help="global batch (train.batch_size)")
     parser.add_argument("--seed", type=non_negative_int, default=None, help="seed of the run (train.seed)")
     parser.add_argument(

