@@ -19,6 +19,7 @@ COMMANDS = [
     ["demo"],
     ["ask"],
     ["evaluate"],
+    ["evaluate-coco"],
     ["world", "sample"],
     ["world", "texts"],
     ["world", "pretrain-decoder"],
