@@ -19,7 +19,6 @@ COMMANDS = [
     ["demo"],
     ["ask"],
     ["evaluate"],
-    ["evaluate-coco"],
     ["world", "sample"],
     ["world", "texts"],
     ["world", "pretrain-decoder"],

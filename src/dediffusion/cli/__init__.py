@@ -10,7 +10,7 @@ import sys
 
 from .common import Formatter, add_logging_args
 from .encode import add_ask, add_encode, add_reconstruct
-from .evaluate import add_evaluate, add_evaluate_coco
+from .evaluate import add_evaluate
 from .serve import add_serve
 from .train import add_train
 from .world import add_demo, add_world
@@ -35,7 +35,6 @@ def build_parser() -> argparse.ArgumentParser:
     add_demo(commands)
     add_ask(commands)
     add_evaluate(commands)
-    add_evaluate_coco(commands)
     add_serve(commands)
     return parser
 
