@@ -1,9 +1,7 @@
 """The exceptions a user can cause; the CLI reports them as one clear line instead of a traceback."""
 
 from .config import ConfigError
-from .data.captions import CaptionsError
 from .data.images import DataSourceError, ImageLoadError, NoImagesError
-from .eval.fid import FIDUnavailableError
 from .eval.qa import ExamplesFileError
 from .llm.base import LLMError
 from .models.decoder import DecoderLoadError
@@ -22,6 +20,4 @@ USER_ERRORS = (
     FileNotFoundError,
     LLMError,
     ExamplesFileError,
-    CaptionsError,
-    FIDUnavailableError,
 )
