@@ -3,7 +3,7 @@ import json
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import TINY_ENCODER, TINY_TRAIN, VARIANT_IDS, VARIANTS, micro
+from conftest import VARIANT_IDS, VARIANTS, micro
 
 from dediffusion.models.decoder import DecoderLoadError, TextToImageDecoder, sample_timesteps
 from dediffusion.models.dediffusion import sample_generators
@@ -200,63 +200,6 @@ def test_save_and_load_round_trip_with_diffusers_own_loaders(tmp_path):
     assert pipeline.unet.config.sample_size == 8
     assert UNet2DConditionModel.from_pretrained(tmp_path / "d", subfolder="unet").config.in_channels == 4
     assert json.loads((tmp_path / "d" / "model_index.json").read_text())["_class_name"] == "StableDiffusionPipeline"
-
-
-def with_scheduler(decoder, cls):
-    decoder.scheduler = cls.from_config(decoder.scheduler.config)
-    return decoder
-
-
-def test_ddpm_and_ddim_schedulers_are_the_training_noise_as_they_are():
-    from diffusers import DDIMScheduler
-
-    ddpm = micro(latent=True)
-    assert ddpm.noise_scheduler is ddpm.scheduler
-    ddim = with_scheduler(micro(latent=True), DDIMScheduler)
-    assert ddim.noise_scheduler is ddim.scheduler
-
-
-@pytest.mark.parametrize("prediction_type", ["epsilon", "v_prediction"])
-def test_an_sd_folder_with_an_euler_scheduler_trains_with_ddpms_noise(tmp_path, prediction_type):
-    from diffusers import DDPMScheduler, EulerDiscreteScheduler
-
-    with_scheduler(micro(True, prediction_type), EulerDiscreteScheduler).save_pretrained(tmp_path / "euler")
-    euler = TextToImageDecoder.from_pretrained(tmp_path / "euler")
-    ddpm = micro(True, prediction_type)  # the same weights, with the DDPM scheduler they were trained with
-    assert isinstance(euler.scheduler, EulerDiscreteScheduler) and isinstance(euler.noise_scheduler, DDPMScheduler)
-    images = torch.rand(2, 3, 16, 16) * 2 - 1
-    states = ddpm.encode_text(["red", "blue"])
-    loss = euler.denoising_loss(images, states, sample_generators([3, 4], "cpu"))
-    assert torch.equal(loss, ddpm.denoising_loss(images, states, sample_generators([3, 4], "cpu")))
-    latents, noise, steps = torch.randn(2, 4, 8, 8), torch.randn(2, 4, 8, 8), torch.tensor([10, 900])
-    sigma_space = euler.scheduler.add_noise(latents, noise, steps)  # x + sigma * noise: not what the UNet reads
-    assert not torch.allclose(euler.noise_scheduler.add_noise(latents, noise, steps), sigma_space)
-
-
-def test_an_sd_folder_with_an_euler_scheduler_trains_as_its_ddpm_twin(quadrant_folder, tmp_path):
-    from diffusers import EulerDiscreteScheduler
-
-    from dediffusion.cli import main
-
-    micro(latent=True).save_pretrained(tmp_path / "ddpm")
-    with_scheduler(micro(latent=True), EulerDiscreteScheduler).save_pretrained(tmp_path / "euler")
-    losses = {}
-    for name in ("ddpm", "euler"):
-        sets = [f"decoder.path={tmp_path / name}", f"train.data={quadrant_folder}", "train.steps=2", *TINY_ENCODER,
-                *TINY_TRAIN]  # fmt: skip
-        assert main(["train", "-o", str(tmp_path / f"run-{name}"), *[a for s in sets for a in ("--set", s)]]) == 0
-        lines = (tmp_path / f"run-{name}" / "metrics.jsonl").read_text().splitlines()
-        losses[name] = [json.loads(line)["loss"] for line in lines]
-    assert losses["euler"] == losses["ddpm"] and len(losses["ddpm"]) == 2
-
-
-def test_training_through_a_flow_matching_scheduler_is_refused():
-    from diffusers import FlowMatchEulerDiscreteScheduler
-
-    decoder = micro(latent=True)
-    decoder.scheduler = FlowMatchEulerDiscreteScheduler()
-    with pytest.raises(DecoderLoadError, match="FlowMatchEulerDiscreteScheduler is not supported"):
-        decoder.denoising_loss(torch.zeros(1, 3, 16, 16), decoder.encode_text(["red"]), sample_generators([0], "cpu"))
 
 
 def test_a_lazy_decoder_loads_each_part_on_first_use_as_the_decoder_was_cast(tmp_path):

@@ -417,27 +417,8 @@ class TextToImageDecoder(nn.Module):
 
     @property
     def noise_scheduler(self):
-        """The forward process the loss noises latents with (`add_noise`, `get_velocity`): DDPM's, on the
-        scheduler config's betas, as diffusers' own training scripts do.
-
-        A DDPM or DDIM scheduler is that process and serves as it is. Any other (Euler, PNDM, DPM-Solver:
-        what many Stable Diffusion folders ship for sampling) noises in its own form, e.g. Euler's
-        `add_noise` gives x + sigma * noise, not the sqrt(alpha_bar) x + sqrt(1 - alpha_bar) noise the UNet
-        was trained on, or lacks `get_velocity`; so the loss uses a `DDPMScheduler` built from its config.
-        Raises DecoderLoadError for EDM and flow-matching schedulers, which train another objective.
-        """
-        from diffusers import DDIMScheduler, DDPMScheduler
-
-        scheduler = self.scheduler
-        if isinstance(scheduler, (DDPMScheduler, DDIMScheduler)):
-            return scheduler
-        built = self.__dict__.get("_noise_scheduler")
-        if built is None or built[0] is not scheduler:  # built once per scheduler (it may be replaced)
-            name = type(scheduler).__name__
-            if "EDM" in name or "FlowMatch" in name:
-                raise DecoderLoadError(f"decoder '{self.source}': training through a {name} is not supported")
-            self._noise_scheduler = built = (scheduler, DDPMScheduler.from_config(scheduler.config))
-        return built[1]
+        """The forward process the loss noises latents with (`add_noise`, `get_velocity`): the scheduler."""
+        return self.scheduler
 
     def unconditional_states(self) -> torch.Tensor:
         """Text states (1, ...) of classifier-free guidance's unconditional branch: the empty prompt."""

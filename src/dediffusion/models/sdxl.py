@@ -28,10 +28,9 @@ zeros when the folder sets `force_zeros_for_empty_prompt` (SDXL base does), else
 
 Training noise: SDXL folders ship `EulerDiscreteScheduler`, whose `add_noise` works in sigma space;
 the loss noises latents with DDPM's forward process on the same config's betas instead, as diffusers'
-own SDXL training script does (`TextToImageDecoder.noise_scheduler`, which SD 1.x/2.x folders share).
-Not supported: `text_states_from_embeddings` (continuous embeddings would need one per table),
-`clip_skip`, EDM or flow-matching schedulers, and float16 with SDXL's original VAE (it overflows there:
-use bfloat16, or a float16-fixed VAE).
+own SDXL training script does. Not supported: `text_states_from_embeddings` (continuous embeddings
+would need one per table), `clip_skip`, EDM or flow-matching schedulers, and float16 with SDXL's
+original VAE (it overflows there: use bfloat16, or a float16-fixed VAE).
 """
 
 from __future__ import annotations
@@ -73,6 +72,7 @@ class SDXLDecoder(TextToImageDecoder):
             raise DecoderLoadError(f"decoder '{source}': an SDXL UNet needs addition_embed_type 'text_time'")
         self.tokenizer_2 = tokenizer_2
         self.force_zeros_for_empty_prompt = force_zeros_for_empty_prompt
+        self._noise_scheduler = None
         if isinstance(text_encoder_2, LazyComponent):
             self._lazy["text_encoder_2"] = text_encoder_2
         else:
@@ -162,6 +162,18 @@ class SDXLDecoder(TextToImageDecoder):
         return self.unet(
             noisy.to(self.dtype), timesteps, encoder_hidden_states=states[:, :-1], added_cond_kwargs=added
         ).sample
+
+    @property
+    def noise_scheduler(self):
+        """DDPM's forward process on the scheduler's config (see the module docstring)."""
+        if self._noise_scheduler is None:
+            from diffusers import DDPMScheduler
+
+            name = type(self.scheduler).__name__
+            if "EDM" in name or "FlowMatch" in name:
+                raise DecoderLoadError(f"decoder '{self.source}': training through a {name} is not supported")
+            self._noise_scheduler = DDPMScheduler.from_config(self.scheduler.config)
+        return self._noise_scheduler
 
     def unconditional_states(self) -> torch.Tensor:
         states = self.encode_text([""])
